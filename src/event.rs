@@ -1,0 +1,362 @@
+//! The event: the one unit that flows through the system, and its validation.
+//!
+//! Incoming JSON is checked field by field so a bad request names the exact field that is
+//! wrong (`events[3].kind`) instead of a generic parse error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+pub const MAX_KIND_LEN: usize = 128;
+pub const MAX_TITLE_LEN: usize = 256;
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+pub const MAX_LABELS: usize = 64;
+pub const MAX_BATCH: usize = 1000;
+
+/// How much attention an event deserves; ordered from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 4] = [Severity::Info, Severity::Warning, Severity::Error, Severity::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|sev| sev.as_str() == s)
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether an event is a one-off notice or a state change of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// A validated event, as stored and routed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: Uuid,
+    pub kind: String,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub fields: Map<String, Value>,
+    pub fingerprint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<AlertStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub source: String,
+}
+
+/// Why one field of one event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+/// Turns one JSON object into an [`Event`]. `path` prefixes field names in errors
+/// (`""` for a single event, `"events[3]."` inside a batch).
+pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) -> Result<Event, FieldError> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| FieldError::new(path.trim_end_matches('.').to_string().or_root(), "must be a JSON object"))?;
+    let field = |name: &str| format!("{path}{name}");
+
+    for key in obj.keys() {
+        if !KNOWN_FIELDS.contains(&key.as_str()) {
+            return Err(FieldError::new(field(key), format!("unknown field; expected one of {}", KNOWN_FIELDS.join(", "))));
+        }
+    }
+
+    let kind = match obj.get("kind") {
+        None | Some(Value::Null) => return Err(FieldError::new(field("kind"), "is required")),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(FieldError::new(field("kind"), "must be a string")),
+    };
+    validate_kind(&kind).map_err(|m| FieldError::new(field("kind"), m))?;
+
+    let severity = match opt_str(obj, "severity", &field)? {
+        None => Severity::Info,
+        Some(s) => Severity::parse(s)
+            .ok_or_else(|| FieldError::new(field("severity"), "must be one of info, warning, error, critical"))?,
+    };
+    let title = opt_str(obj, "title", &field)?.map(str::to_string);
+    if let Some(t) = &title {
+        if t.chars().count() > MAX_TITLE_LEN {
+            return Err(FieldError::new(field("title"), format!("must be at most {MAX_TITLE_LEN} characters")));
+        }
+    }
+    let text = opt_str(obj, "text", &field)?.map(str::to_string);
+    if let Some(t) = &text {
+        if t.len() > MAX_TEXT_BYTES {
+            return Err(FieldError::new(field("text"), format!("must be at most {MAX_TEXT_BYTES} bytes")));
+        }
+    }
+    let user = opt_str(obj, "user", &field)?.map(str::to_string);
+    if let Some(u) = &user {
+        if u.len() > 256 {
+            return Err(FieldError::new(field("user"), "must be at most 256 characters"));
+        }
+    }
+
+    let labels = match obj.get("labels") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(map)) => {
+            if map.len() > MAX_LABELS {
+                return Err(FieldError::new(field("labels"), format!("must have at most {MAX_LABELS} pairs")));
+            }
+            let mut labels = BTreeMap::new();
+            for (k, v) in map {
+                if k.is_empty() || k.len() > 128 {
+                    return Err(FieldError::new(field("labels"), "label names must be 1 to 128 characters"));
+                }
+                match v {
+                    Value::String(s) if s.len() <= 1024 => {
+                        labels.insert(k.clone(), s.clone());
+                    }
+                    Value::String(_) => {
+                        return Err(FieldError::new(format!("{path}labels.{k}"), "must be at most 1024 characters"))
+                    }
+                    _ => return Err(FieldError::new(format!("{path}labels.{k}"), "must be a string")),
+                }
+            }
+            labels
+        }
+        Some(_) => return Err(FieldError::new(field("labels"), "must be an object of strings")),
+    };
+
+    let fields = match obj.get("fields") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => {
+            if map.len() > 64 {
+                return Err(FieldError::new(field("fields"), "must have at most 64 entries"));
+            }
+            map.clone()
+        }
+        Some(_) => return Err(FieldError::new(field("fields"), "must be an object")),
+    };
+
+    let status = match opt_str(obj, "status", &field)? {
+        None => None,
+        Some("firing") => Some(AlertStatus::Firing),
+        Some("resolved") => Some(AlertStatus::Resolved),
+        Some(_) => return Err(FieldError::new(field("status"), "must be firing or resolved")),
+    };
+
+    let link = opt_str(obj, "link", &field)?.map(str::to_string);
+    if let Some(l) = &link {
+        match url::Url::parse(l) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => return Err(FieldError::new(field("link"), "must be an absolute http(s) URL")),
+        }
+    }
+
+    let timestamp = match opt_str(obj, "timestamp", &field)? {
+        None => now,
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map_err(|_| FieldError::new(field("timestamp"), "must be an RFC 3339 time such as 2026-11-21T16:00:00Z"))?
+            .with_timezone(&Utc),
+    };
+
+    let fingerprint = match opt_str(obj, "fingerprint", &field)? {
+        Some(f) if f.is_empty() || f.len() > 256 => {
+            return Err(FieldError::new(field("fingerprint"), "must be 1 to 256 characters"))
+        }
+        Some(f) => f.to_string(),
+        None => derive_fingerprint(&kind, &labels),
+    };
+
+    let source = match opt_str(obj, "source", &field)? {
+        Some(s) => s.to_string(),
+        None => source.to_string(),
+    };
+
+    Ok(Event {
+        id: new_event_id(now),
+        kind,
+        severity,
+        title,
+        text,
+        user,
+        labels,
+        fields,
+        fingerprint,
+        status,
+        link,
+        timestamp,
+        received_at: now,
+        source,
+    })
+}
+
+const KNOWN_FIELDS: &[&str] = &[
+    "kind", "severity", "title", "text", "user", "labels", "fields", "fingerprint", "status", "link", "timestamp",
+    "source",
+];
+
+trait OrRoot {
+    fn or_root(self) -> String;
+}
+impl OrRoot for String {
+    fn or_root(self) -> String {
+        if self.is_empty() {
+            "body".to_string()
+        } else {
+            self
+        }
+    }
+}
+
+fn opt_str<'a>(
+    obj: &'a Map<String, Value>,
+    name: &str,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Option<&'a str>, FieldError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(FieldError::new(field(name), "must be a string")),
+    }
+}
+
+/// Kinds are dotted lower-case names (`user.registered`), at most 128 characters.
+pub fn validate_kind(kind: &str) -> Result<(), String> {
+    if kind.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if kind.len() > MAX_KIND_LEN {
+        return Err(format!("must be at most {MAX_KIND_LEN} characters"));
+    }
+    if let Some(c) = kind.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '_' | '.' | '-')) {
+        return Err(format!("may contain only a-z, 0-9, '_', '.' and '-' (found {c:?})"));
+    }
+    Ok(())
+}
+
+/// The fingerprint of an event that names none: its kind and labels, so the same condition
+/// on the same thing always has the same key (as Alertmanager fingerprints label sets).
+pub fn derive_fingerprint(kind: &str, labels: &BTreeMap<String, String>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(kind.as_bytes());
+    for (k, v) in labels {
+        hasher.update([0xff]);
+        hasher.update(k.as_bytes());
+        hasher.update([0xfe]);
+        hasher.update(v.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// Time-ordered ids keep the primary index append-only and make ids sortable.
+pub fn new_event_id(now: DateTime<Utc>) -> Uuid {
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, now.timestamp() as u64, now.timestamp_subsec_nanos());
+    Uuid::new_v7(ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-21T16:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn minimal_event_gets_defaults() {
+        let e = parse_event(&json!({"kind": "user.registered"}), "", "backend", now()).unwrap();
+        assert_eq!(e.severity, Severity::Info);
+        assert_eq!(e.timestamp, now());
+        assert_eq!(e.source, "backend");
+        assert_eq!(e.fingerprint, derive_fingerprint("user.registered", &BTreeMap::new()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (json!({}), "kind"),
+            (json!({"kind": "User Registered"}), "kind"),
+            (json!({"kind": "a", "severity": "loud"}), "severity"),
+            (json!({"kind": "a", "labels": {"env": 1}}), "labels.env"),
+            (json!({"kind": "a", "timestamp": "yesterday"}), "timestamp"),
+            (json!({"kind": "a", "status": "open"}), "status"),
+            (json!({"kind": "a", "link": "javascript:alert(1)"}), "link"),
+            (json!({"kind": "a", "title": "x".repeat(257)}), "title"),
+            (json!({"kind": "a", "text": "x".repeat(16 * 1024 + 1)}), "text"),
+            (json!({"kind": "a", "severty": "info"}), "severty"),
+        ];
+        for (body, field) in cases {
+            let err = parse_event(&body, "events[2].", "k", now()).unwrap_err();
+            assert_eq!(err.field, format!("events[2].{field}"), "{body}");
+        }
+    }
+
+    #[test]
+    fn severities_are_ordered() {
+        assert!(Severity::Info < Severity::Warning && Severity::Error < Severity::Critical);
+    }
+
+    #[test]
+    fn fingerprint_depends_on_labels() {
+        let mut a = BTreeMap::new();
+        a.insert("cluster".to_string(), "a".to_string());
+        let mut b = BTreeMap::new();
+        b.insert("cluster".to_string(), "b".to_string());
+        assert_ne!(derive_fingerprint("es.down", &a), derive_fingerprint("es.down", &b));
+    }
+}

@@ -1,0 +1,21 @@
+//! tocsin: a self-hosted monitoring bot that tells a team, in the chat it already lives in,
+//! what it must know about its application — and nothing it doesn't.
+//!
+//! The crate is one library with a thin binary (`src/main.rs`). See `ARCHITECTURE.md` at the
+//! repository root for the bird's-eye view, the path of an event and the invariants.
+
+pub mod api;
+pub mod check;
+pub mod es;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod ingest;
+pub mod message;
+pub mod metrics;
+pub mod notify;
+pub mod pipeline;
+pub mod store;
+pub mod telemetry;
+pub mod testkit;

@@ -1,0 +1,101 @@
+//! Notifiers (Vector's "sinks"): one trait, one module per target.
+//!
+//! Adding a notifier is one file with its config struct and `impl Notifier`, plus one variant
+//! of [`NotifierConfig`]; the compiler then points at the `match` in [`build`].
+
+pub mod console;
+pub mod delivery;
+pub mod slack_webhook;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::message::Message;
+
+/// Why a delivery failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyError {
+    /// Worth retrying: 5xx, timeouts, dropped connections, rate limits.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        /// The target asked us to wait this long (429 Retry-After).
+        retry_after: Option<Duration>,
+    },
+    /// Retrying the same request cannot succeed (bad payload, revoked webhook, archived channel).
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl NotifyError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        NotifyError::Retryable { message: message.into(), retry_after: None }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        NotifyError::Permanent { message: message.into() }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, NotifyError::Retryable { .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            NotifyError::Retryable { retry_after, .. } => *retry_after,
+            NotifyError::Permanent { .. } => None,
+        }
+    }
+}
+
+/// A destination that can receive messages.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Delivers one message. Errors must never contain secrets (webhook URLs, tokens).
+    async fn send(&self, message: &Message) -> Result<(), NotifyError>;
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NotifierConfig {
+    SlackWebhook(slack_webhook::SlackWebhookConfig),
+    Console(console::ConsoleConfig),
+    Webhook(webhook::WebhookConfig),
+}
+
+/// What notifiers share: an HTTP client and the delivery timeout.
+#[derive(Clone)]
+pub struct NotifierContext {
+    pub http: reqwest::Client,
+    pub timeout: Duration,
+}
+
+impl NotifierContext {
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend initializes");
+        NotifierContext { http, timeout }
+    }
+}
+
+pub fn build(name: &str, config: &NotifierConfig, ctx: &NotifierContext) -> Arc<dyn Notifier> {
+    match config {
+        NotifierConfig::SlackWebhook(c) => Arc::new(slack_webhook::SlackWebhook::new(c.clone(), ctx.http.clone())),
+        NotifierConfig::Console(c) => Arc::new(console::Console::new(c.clone())),
+        NotifierConfig::Webhook(c) => Arc::new(webhook::Webhook::new(name, c.clone(), ctx.http.clone())),
+    }
+}
+
+/// Every configured notifier, by name.
+pub fn build_all(configs: &BTreeMap<String, NotifierConfig>, ctx: &NotifierContext) -> BTreeMap<String, Arc<dyn Notifier>> {
+    configs.iter().map(|(name, c)| (name.clone(), build(name, c, ctx))).collect()
+}

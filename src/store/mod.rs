@@ -1,0 +1,152 @@
+//! Storage: one trait, the only place that knows SQL.
+//!
+//! `Store` is what every other module sees. `sqlite` is the embedded default; a PostgreSQL
+//! implementation follows the same trait and the same numbered migrations
+//! (`migrations/sqlite/`, `migrations/postgres/`).
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::message::Message;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("unsupported store url scheme {0:?}: expected sqlite://PATH")]
+    UnsupportedUrl(String),
+    #[error("store migration failed: {0}")]
+    Migration(String),
+    #[error("invalid cursor")]
+    InvalidCursor,
+    #[error("not found")]
+    NotFound,
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+/// A message to deliver, written in the same transaction as its event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    /// Where it goes: the notifier name, plus `#channel` when the route names one.
+    /// Ordering and pauses (Retry-After) are per destination.
+    pub destination: String,
+    pub notifier: String,
+    pub message: Message,
+}
+
+/// An event and the deliveries it caused.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: Event,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// A row of the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub destination: String,
+    pub notifier: String,
+    pub message: Message,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    /// Set on dead letters: the last error, already free of secrets.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct EventQuery {
+    pub user: Option<String>,
+    /// Full-text query over title, text, kind, user and fields.
+    pub q: Option<String>,
+    /// Exact kind, or a glob with `*` (`user.*`).
+    pub kind: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+    /// Opaque, from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub dead: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores events and their deliveries in one durable transaction: when this returns Ok,
+    /// the data survives a crash. Concurrent callers may share a transaction (group commit).
+    async fn insert_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;
+
+    /// Searches the history, newest first.
+    async fn search_events(&self, query: &EventQuery) -> Result<Page<Event>, StoreError>;
+
+    /// Destinations that have undelivered messages (used at start-up to resume delivery).
+    async fn pending_destinations(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The oldest undelivered messages of one destination, in order.
+    async fn pending_deliveries(&self, destination: &str, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    async fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Records a failed attempt that will be retried.
+    async fn record_attempt(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError>;
+
+    /// Gives up on a message: it stays visible as a dead letter.
+    async fn dead_letter(&self, id: i64, attempts: u32, error: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Dead letters, newest first; `before` is the id to continue below.
+    async fn dead_letters(&self, limit: u32, before: Option<i64>) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
+
+    /// Deletes events received before `before` and delivered or dead outbox rows older than it.
+    /// Returns how many events were deleted.
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Answers when the store can serve reads and writes.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Flushes pending writes and closes connections.
+    async fn close(&self);
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens (and migrates) the store named by `url`.
+pub async fn open(url: &str) -> Result<DynStore, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        sqlite::SqliteStore::open(path).await
+    } else {
+        Err(StoreError::UnsupportedUrl(url.split("://").next().unwrap_or("").to_string()))
+    }
+}

@@ -1,0 +1,1 @@
+//! A fake Slack incoming-webhook server. (to be completed)
