@@ -1,1 +1,114 @@
-//! pipeline
+//! The pipeline (Vector's "transforms"): from an accepted event to the messages it causes.
+//!
+//! Pure and synchronous: routing picks destinations, rendering turns the event into a
+//! [`Message`](crate::message::Message) per destination. No IO happens here; the caller stores
+//! the result in the outbox in the same transaction as the event.
+
+mod render;
+mod route;
+
+use std::sync::{Arc, RwLock};
+
+pub use render::{Renderer, TemplateError};
+pub use route::{CompiledRoute, RouteError};
+
+use crate::config::Config;
+use crate::event::Event;
+use crate::store::NewDelivery;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+/// Routes and templates compiled from one configuration.
+pub struct Pipeline {
+    routes: Vec<CompiledRoute>,
+    default_route: Option<CompiledRoute>,
+    renderer: Renderer,
+}
+
+impl Pipeline {
+    pub fn new(config: &Config) -> Result<Pipeline, PipelineError> {
+        let mut renderer = Renderer::new(&config.templates)?;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, route) in config.routes.iter().enumerate() {
+            let id = format!("routes[{i}]");
+            renderer.add_route_templates(&id, route)?;
+            routes.push(CompiledRoute::new(id, route)?);
+        }
+        let default_route = match &config.default_route {
+            Some(route) => {
+                renderer.add_route_templates("default_route", route)?;
+                Some(CompiledRoute::new("default_route".into(), route)?)
+            }
+            None => None,
+        };
+        Ok(Pipeline { routes, default_route, renderer })
+    }
+
+    /// The routes an event takes: the first that matches (and any after it while the matched
+    /// ones say `continue`), or the default route when none matches.
+    pub fn matching_routes<'a>(&'a self, event: &Event) -> Vec<&'a CompiledRoute> {
+        let mut matched = Vec::new();
+        for route in &self.routes {
+            if route.matches(event) {
+                matched.push(route);
+                if !route.continue_matching {
+                    break;
+                }
+            }
+        }
+        if matched.is_empty() {
+            if let Some(default) = &self.default_route {
+                if default.matches(event) {
+                    matched.push(default);
+                }
+            }
+        }
+        matched
+    }
+
+    /// Every message the event causes, one per matched route.
+    pub fn deliveries(&self, event: &Event) -> Vec<NewDelivery> {
+        self.matching_routes(event)
+            .into_iter()
+            .map(|route| NewDelivery {
+                destination: route.destination(),
+                notifier: route.notifier.clone(),
+                message: self.renderer.render(route, event),
+            })
+            .collect()
+    }
+
+    /// Renders an event for one notifier, bypassing routing (`tocsin send --notifier`).
+    pub fn render_direct(&self, notifier: &str, channel: Option<String>, event: &Event) -> NewDelivery {
+        let route = CompiledRoute::direct(notifier, channel);
+        NewDelivery {
+            destination: route.destination(),
+            notifier: notifier.to_string(),
+            message: self.renderer.render(&route, event),
+        }
+    }
+}
+
+/// The pipeline in force; replaced as a whole when the configuration is reloaded.
+#[derive(Clone)]
+pub struct SharedPipeline(Arc<RwLock<Arc<Pipeline>>>);
+
+impl SharedPipeline {
+    pub fn new(pipeline: Pipeline) -> Self {
+        SharedPipeline(Arc::new(RwLock::new(Arc::new(pipeline))))
+    }
+
+    pub fn current(&self) -> Arc<Pipeline> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, pipeline: Pipeline) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pipeline);
+    }
+}

@@ -4,7 +4,9 @@
 //! implementation follows the same trait and the same numbered migrations
 //! (`migrations/sqlite/`, `migrations/postgres/`).
 
+pub mod samples;
 pub mod sqlite;
+mod sqlite_samples;
 
 use std::sync::Arc;
 
@@ -102,7 +104,7 @@ pub struct OutboxCounts {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: samples::SampleStore + Send + Sync + 'static {
     /// Stores events and their deliveries in one durable transaction: when this returns Ok,
     /// the data survives a crash. Concurrent callers may share a transaction (group commit).
     async fn insert_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;

@@ -1,0 +1,44 @@
+-- Events: the searchable history. `seq` is the rowid (append order); `ts` is the event's own
+-- time in microseconds since the epoch. The whole event is kept as JSON in `body`.
+CREATE TABLE events (
+    seq          INTEGER PRIMARY KEY,
+    id           BLOB NOT NULL UNIQUE,
+    ts           INTEGER NOT NULL,
+    received_at  INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    severity     INTEGER NOT NULL,
+    user         TEXT,
+    fingerprint  TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    body         TEXT NOT NULL
+);
+CREATE INDEX events_by_time ON events (ts, seq);
+CREATE INDEX events_by_user ON events (user, ts, seq) WHERE user IS NOT NULL;
+CREATE INDEX events_by_kind ON events (kind, ts, seq);
+CREATE INDEX events_by_received ON events (received_at);
+
+-- Full-text index over the human parts of an event; contentless (the text lives in `events`),
+-- rowid = events.seq.
+CREATE VIRTUAL TABLE events_fts USING fts5 (
+    title, text, kind, user, fields,
+    content = '', contentless_delete = 1, tokenize = 'unicode61'
+);
+
+-- The outbox: messages to deliver, written in the same transaction as their event.
+-- state: 0 pending, 1 delivered, 2 dead (dead letter).
+CREATE TABLE outbox (
+    id           INTEGER PRIMARY KEY,
+    destination  TEXT NOT NULL,
+    notifier     TEXT NOT NULL,
+    event_seq    INTEGER,
+    message      TEXT NOT NULL,
+    state        INTEGER NOT NULL DEFAULT 0,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER,
+    lease_until  INTEGER
+);
+CREATE INDEX outbox_pending ON outbox (destination, id) WHERE state = 0;
+CREATE INDEX outbox_dead ON outbox (id) WHERE state = 2;
+CREATE INDEX outbox_finished ON outbox (updated_at) WHERE state <> 0;

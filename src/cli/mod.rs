@@ -1,0 +1,125 @@
+//! The command line: the binary's edge, where typed errors become words and exit codes.
+
+mod check;
+mod send;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tocsin", version, about = "Tells your team, in its chat, what it must know")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+pub struct ConfigArg {
+    /// The configuration file [default: $TOCSIN_CONFIG, then ./tocsin.toml]
+    #[arg(long, short = 'c', global = true)]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| std::env::var_os("TOCSIN_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("tocsin.toml"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: HTTP API, scheduler, pipeline, delivery
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Validate the configuration file
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Deliver one message now, through routing or straight to a notifier
+    Send(send::SendArgs),
+    /// List or run scheduled checks
+    Check {
+        #[command(subcommand)]
+        command: check::CheckCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a one-line summary, or every error as PATH:LINE:COL: message
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { config } => match crate::app::serve(&config.path()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Config { command: ConfigCommand::Check { config } } => config_check(&config.path()),
+        Command::Send(args) => send::run(args).await,
+        Command::Check { command } => check::run(command).await,
+    }
+}
+
+fn config_check(path: &std::path::Path) -> ExitCode {
+    match crate::config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} notifiers, {} routes, {} api keys, {} clusters, {} checks)",
+                path.display(),
+                config.notifiers.len(),
+                config.routes.len(),
+                config.api_keys.len(),
+                config.elasticsearch.len(),
+                config.checks.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads the configuration or prints every error; for subcommands that need a valid file.
+pub(crate) fn load_config_or_report(path: &std::path::Path) -> Option<crate::config::Config> {
+    match crate::config::load(path) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            None
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Rendering: an event becomes a message through minijinja templates.
+//!
+//! Templates see the event's fields at the top level (`kind`, `title`, `text`, `user`,
+//! `labels`, `fields`, `severity`, `source`, `timestamp`) and the whole event as `event`.
+//! A template that fails at render time falls back to the default, so a typo in a template
+//! never loses an event.
+
+use minijinja::{Environment, UndefinedBehavior};
+
+use super::route::CompiledRoute;
+use crate::config::{RouteConfig, TemplatesConfig};
+use crate::event::{AlertStatus, Event};
+use crate::message::{Field, Message, MessageStatus};
+
+const DEFAULT_TITLE: &str = "{{ title if title else kind }}";
+const DEFAULT_TEXT: &str = "{{ text if text else '' }}";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {source}")]
+pub struct TemplateError {
+    pub key: String,
+    #[source]
+    pub source: minijinja::Error,
+}
+
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Renderer {
+    pub fn new(templates: &TemplatesConfig) -> Result<Renderer, TemplateError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        let mut renderer = Renderer { env };
+        renderer.add("default.title", DEFAULT_TITLE.to_string(), "templates.title")?;
+        renderer.add("default.text", DEFAULT_TEXT.to_string(), "templates.text")?;
+        if let Some(t) = &templates.title {
+            renderer.add("global.title", t.clone(), "templates.title")?;
+        }
+        if let Some(t) = &templates.text {
+            renderer.add("global.text", t.clone(), "templates.text")?;
+        }
+        Ok(renderer)
+    }
+
+    fn add(&mut self, name: &str, source: String, key: &str) -> Result<(), TemplateError> {
+        self.env
+            .add_template_owned(name.to_string(), source)
+            .map_err(|source| TemplateError { key: key.to_string(), source })
+    }
+
+    pub fn add_route_templates(&mut self, route_id: &str, route: &RouteConfig) -> Result<(), TemplateError> {
+        if let Some(t) = &route.title_template {
+            self.add(&format!("{route_id}.title"), t.clone(), &format!("{route_id}.title_template"))?;
+        }
+        if let Some(t) = &route.text_template {
+            self.add(&format!("{route_id}.text"), t.clone(), &format!("{route_id}.text_template"))?;
+        }
+        Ok(())
+    }
+
+    fn render_part(&self, route_id: &str, part: &str, ctx: &minijinja::Value) -> String {
+        for name in [format!("{route_id}.{part}"), format!("global.{part}")] {
+            if let Ok(template) = self.env.get_template(&name) {
+                match template.render(ctx) {
+                    Ok(s) => return s,
+                    Err(err) => {
+                        tracing::warn!(template = %name, error = %err, "template failed; using the default");
+                        break;
+                    }
+                }
+            }
+        }
+        self.env
+            .get_template(&format!("default.{part}"))
+            .and_then(|t| t.render(ctx))
+            .unwrap_or_default()
+    }
+
+    pub fn render(&self, route: &CompiledRoute, event: &Event) -> Message {
+        let ctx = minijinja::context! {
+            event => minijinja::Value::from_serialize(event),
+            kind => &event.kind,
+            severity => event.severity.as_str(),
+            title => &event.title,
+            text => &event.text,
+            user => &event.user,
+            labels => &event.labels,
+            fields => &event.fields,
+            source => &event.source,
+            link => &event.link,
+            fingerprint => &event.fingerprint,
+            timestamp => event.timestamp.to_rfc3339(),
+        };
+        let title = self.render_part(&route.id, "title", &ctx);
+        let text = self.render_part(&route.id, "text", &ctx);
+
+        let mut fields = Vec::with_capacity(event.fields.len() + 1);
+        if let Some(user) = &event.user {
+            fields.push(Field { name: "user".into(), value: user.clone() });
+        }
+        for (name, value) in &event.fields {
+            let value = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            fields.push(Field { name: name.clone(), value });
+        }
+
+        let group_labels = route
+            .group_by
+            .iter()
+            .filter_map(|k| event.labels.get(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+
+        Message {
+            title,
+            text,
+            severity: event.severity,
+            status: match event.status {
+                None => MessageStatus::Event,
+                Some(AlertStatus::Firing) => MessageStatus::Firing,
+                Some(AlertStatus::Resolved) => MessageStatus::Resolved,
+            },
+            fields,
+            link: event.link.clone(),
+            channel: route.channel.clone(),
+            group_key: format!("{}:{}", route.id, event.fingerprint),
+            group_labels,
+            events: vec![event.clone()],
+            truncated: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+    use serde_json::json;
+
+    fn route_config(title: Option<&str>) -> RouteConfig {
+        RouteConfig {
+            kinds: vec![],
+            min_severity: Default::default(),
+            labels: Default::default(),
+            notifier: "n".into(),
+            channel: Some("#ops".into()),
+            group_by: vec!["env".into()],
+            group_wait: None,
+            group_interval: None,
+            repeat_interval: None,
+            continue_matching: false,
+            title_template: title.map(str::to_string),
+            text_template: None,
+        }
+    }
+
+    #[test]
+    fn defaults_then_overrides() {
+        let event = parse_event(
+            &json!({"kind": "user.registered", "user": "alice@example.com", "labels": {"env": "prod"},
+                    "fields": {"plan": "pro", "seats": 3}}),
+            "",
+            "backend",
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let mut renderer = Renderer::new(&TemplatesConfig::default()).unwrap();
+        let plain = CompiledRoute::new("routes[0]".into(), &route_config(None)).unwrap();
+        let msg = renderer.render(&plain, &event);
+        assert_eq!(msg.title, "user.registered");
+        assert_eq!(msg.channel.as_deref(), Some("#ops"));
+        assert_eq!(msg.group_labels.get("env").map(String::as_str), Some("prod"));
+        let names: Vec<_> = msg.fields.iter().map(|f| (f.name.as_str(), f.value.as_str())).collect();
+        assert_eq!(names, [("user", "alice@example.com"), ("plan", "pro"), ("seats", "3")]);
+
+        let config = route_config(Some("New signup: {{ user }} on {{ fields.plan }}"));
+        renderer.add_route_templates("routes[1]", &config).unwrap();
+        let custom = CompiledRoute::new("routes[1]".into(), &config).unwrap();
+        assert_eq!(renderer.render(&custom, &event).title, "New signup: alice@example.com on pro");
+    }
+
+    #[test]
+    fn failing_template_falls_back() {
+        let mut renderer = Renderer::new(&TemplatesConfig::default()).unwrap();
+        let config = route_config(Some("{{ kind | no_such_filter }}"));
+        // An unknown filter is a render-time error in minijinja.
+        if renderer.add_route_templates("routes[0]", &config).is_ok() {
+            let route = CompiledRoute::new("routes[0]".into(), &config).unwrap();
+            let event = parse_event(&json!({"kind": "a.b"}), "", "s", chrono::Utc::now()).unwrap();
+            assert_eq!(renderer.render(&route, &event).title, "a.b");
+        }
+    }
+}

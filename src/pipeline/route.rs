@@ -1,0 +1,136 @@
+//! Routing: which routes an event matches.
+
+use std::collections::BTreeMap;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::config::RouteConfig;
+use crate::event::{Event, Severity};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{route}.kinds: invalid pattern {pattern:?}: {reason}")]
+pub struct RouteError {
+    pub route: String,
+    pub pattern: String,
+    pub reason: String,
+}
+
+/// A route ready to match events.
+pub struct CompiledRoute {
+    /// `routes[2]` or `default_route`: names the route in logs and template lookups.
+    pub id: String,
+    kinds: Option<GlobSet>,
+    min_severity: Severity,
+    labels: BTreeMap<String, String>,
+    pub notifier: String,
+    pub channel: Option<String>,
+    pub group_by: Vec<String>,
+    pub continue_matching: bool,
+}
+
+/// Compiles kind globs: `*` matches any run of characters, dots included (`es.*`).
+pub fn compile_globs(patterns: &[String]) -> Result<Option<GlobSet>, (String, String)> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = Glob::new(p).map_err(|e| (p.clone(), e.kind().to_string()))?;
+        builder.add(glob);
+    }
+    builder.build().map(Some).map_err(|e| (patterns.join(","), e.to_string()))
+}
+
+impl CompiledRoute {
+    pub fn new(id: String, config: &RouteConfig) -> Result<CompiledRoute, RouteError> {
+        let kinds = compile_globs(&config.kinds).map_err(|(pattern, reason)| RouteError {
+            route: id.clone(),
+            pattern,
+            reason,
+        })?;
+        Ok(CompiledRoute {
+            id,
+            kinds,
+            min_severity: config.min_severity,
+            labels: config.labels.clone(),
+            notifier: config.notifier.clone(),
+            channel: config.channel.clone(),
+            group_by: config.group_by.clone(),
+            continue_matching: config.continue_matching,
+        })
+    }
+
+    /// A route that matches everything, for sending straight to one notifier.
+    pub fn direct(notifier: &str, channel: Option<String>) -> CompiledRoute {
+        CompiledRoute {
+            id: "direct".into(),
+            kinds: None,
+            min_severity: Severity::Info,
+            labels: BTreeMap::new(),
+            notifier: notifier.to_string(),
+            channel,
+            group_by: Vec::new(),
+            continue_matching: false,
+        }
+    }
+
+    pub fn matches(&self, event: &Event) -> bool {
+        event.severity >= self.min_severity
+            && self.kinds.as_ref().is_none_or(|set| set.is_match(&event.kind))
+            && self.labels.iter().all(|(k, v)| event.labels.get(k) == Some(v))
+    }
+
+    /// Ordering and rate-limit pauses apply per destination: one notifier, one channel.
+    pub fn destination(&self) -> String {
+        match &self.channel {
+            Some(channel) => format!("{}|{}", self.notifier, channel),
+            None => self.notifier.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+    use serde_json::json;
+
+    fn route(kinds: &[&str], min: Severity, labels: &[(&str, &str)]) -> CompiledRoute {
+        let config = RouteConfig {
+            kinds: kinds.iter().map(|s| s.to_string()).collect(),
+            min_severity: min,
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            notifier: "n".into(),
+            channel: None,
+            group_by: vec![],
+            group_wait: None,
+            group_interval: None,
+            repeat_interval: None,
+            continue_matching: false,
+            title_template: None,
+            text_template: None,
+        };
+        CompiledRoute::new("r".into(), &config).unwrap()
+    }
+
+    fn event(v: serde_json::Value) -> Event {
+        parse_event(&v, "", "test", chrono::Utc::now()).unwrap()
+    }
+
+    #[test]
+    fn kind_globs_cross_dots() {
+        let r = route(&["es.*"], Severity::Info, &[]);
+        assert!(r.matches(&event(json!({"kind": "es.index_missing"}))));
+        assert!(!r.matches(&event(json!({"kind": "user.registered"}))));
+        assert!(!r.matches(&event(json!({"kind": "esx"}))));
+    }
+
+    #[test]
+    fn severity_floor_and_labels() {
+        let r = route(&[], Severity::Warning, &[("env", "prod")]);
+        assert!(!r.matches(&event(json!({"kind": "a", "severity": "info", "labels": {"env": "prod"}}))));
+        assert!(r.matches(&event(json!({"kind": "a", "severity": "error", "labels": {"env": "prod"}}))));
+        assert!(!r.matches(&event(json!({"kind": "a", "severity": "error", "labels": {"env": "dev"}}))));
+        assert!(!r.matches(&event(json!({"kind": "a", "severity": "error"}))));
+    }
+}
