@@ -1,0 +1,180 @@
+use super::*;
+use crate::event::parse_event;
+use crate::message::MessageStatus;
+use crate::store::NewDelivery;
+use serde_json::json;
+
+async fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store = SqliteStore::open_store(path.to_str().unwrap()).await.unwrap();
+    (dir, store)
+}
+
+fn event(body: serde_json::Value, at: &str) -> Event {
+    parse_event(&body, "", "test", at.parse().unwrap()).unwrap()
+}
+
+fn delivery(destination: &str, e: &Event) -> NewDelivery {
+    NewDelivery {
+        destination: destination.into(),
+        notifier: destination.into(),
+        message: Message {
+            title: e.kind.clone(),
+            text: String::new(),
+            severity: e.severity,
+            status: MessageStatus::Event,
+            fields: vec![],
+            link: None,
+            channel: None,
+            group_key: e.fingerprint.clone(),
+            group_labels: Default::default(),
+            events: vec![e.clone()],
+            truncated: 0,
+        },
+    }
+}
+
+#[tokio::test]
+async fn search_filters_and_pages_newest_first() {
+    let (_dir, store) = store().await;
+    let mut batch = Vec::new();
+    for i in 0..25 {
+        let user = if i % 2 == 0 { "alice@example.com" } else { "bob@example.com" };
+        let kind = if i % 5 == 0 { "user.login_failed" } else { "user.registered" };
+        let e = event(
+            json!({"kind": kind, "user": user, "title": format!("event number {i}"), "fields": {"plan": if i == 7 {"enterprise"} else {"free"}}}),
+            &format!("2026-11-21T10:{i:02}:00Z"),
+        );
+        batch.push(NewEvent { event: e, deliveries: vec![] });
+    }
+    store.insert_events(batch).await.unwrap();
+
+    let q = |f: fn(&mut EventQuery)| {
+        let mut q = EventQuery { limit: 100, ..Default::default() };
+        f(&mut q);
+        q
+    };
+    let alice = store.search_events(&q(|q| q.user = Some("alice@example.com".into()))).await.unwrap();
+    assert_eq!(alice.items.len(), 13);
+    assert!(alice.items.windows(2).all(|w| w[0].timestamp > w[1].timestamp), "newest first");
+
+    let failed = store.search_events(&q(|q| q.kind = Some("user.login_*".into()))).await.unwrap();
+    assert_eq!(failed.items.len(), 5);
+
+    let text = store.search_events(&q(|q| q.q = Some("enterprise".into()))).await.unwrap();
+    assert_eq!(text.items.len(), 1);
+    assert_eq!(text.items[0].title.as_deref(), Some("event number 7"));
+
+    let window = store
+        .search_events(&q(|q| {
+            q.since = Some("2026-11-21T10:10:00Z".parse().unwrap());
+            q.until = Some("2026-11-21T10:20:00Z".parse().unwrap());
+        }))
+        .await
+        .unwrap();
+    assert_eq!(window.items.len(), 10);
+
+    // Paging visits every event exactly once.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.search_events(&EventQuery { limit: 7, cursor: cursor.clone(), ..Default::default() }).await.unwrap();
+        seen.extend(page.items.iter().map(|e| e.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    seen.dedup();
+    assert_eq!(seen.len(), 25);
+
+    assert!(matches!(
+        store.search_events(&EventQuery { limit: 5, cursor: Some("garbage!".into()), ..Default::default() }).await,
+        Err(StoreError::InvalidCursor)
+    ));
+    // FTS syntax characters in user input are not errors.
+    store.search_events(&q(|q| q.q = Some("\"unbalanced AND ( OR".into()))).await.unwrap();
+}
+
+#[tokio::test]
+async fn outbox_lifecycle_and_durability() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let path = path.to_str().unwrap();
+    {
+        let store = SqliteStore::open_store(path).await.unwrap();
+        let mut batch = Vec::new();
+        for i in 0..3 {
+            let e = event(json!({"kind": "a", "title": format!("m{i}")}), "2026-11-21T10:00:00Z");
+            let d = vec![delivery("slack", &e), delivery("ops", &e)];
+            batch.push(NewEvent { event: e, deliveries: d });
+        }
+        store.insert_events(batch).await.unwrap();
+        store.close().await;
+    }
+    // Reopened: everything committed before is there.
+    let store = SqliteStore::open_store(path).await.unwrap();
+    let mut dests = store.pending_destinations().await.unwrap();
+    dests.sort();
+    assert_eq!(dests, ["ops", "slack"]);
+    let pending = store.pending_deliveries("slack", 10).await.unwrap();
+    let titles: Vec<_> = pending.iter().map(|p| p.message.events[0].title.clone().unwrap()).collect();
+    assert_eq!(titles, ["m0", "m1", "m2"], "in order");
+
+    store.mark_delivered(pending[0].id, Utc::now()).await.unwrap();
+    store.record_attempt(pending[1].id, 1, "slack answered 500").await.unwrap();
+    store.dead_letter(pending[2].id, 3, "slack answered 410 channel_is_archived", Utc::now()).await.unwrap();
+
+    let left = store.pending_deliveries("slack", 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].attempts, 1);
+    let dead = store.dead_letters(10, None).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("slack answered 410 channel_is_archived"));
+    assert_eq!(store.outbox_counts().await.unwrap(), OutboxCounts { pending: 4, dead: 1 });
+}
+
+#[tokio::test]
+async fn concurrent_writers_share_commits() {
+    let (_dir, store) = store().await;
+    let store = std::sync::Arc::new(store);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let e = event(json!({"kind": "c", "user": format!("u{i}")}), "2026-11-21T10:00:00Z");
+            store.insert_events(vec![NewEvent { event: e, deliveries: vec![] }]).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let all = store.search_events(&EventQuery { limit: 1000, ..Default::default() }).await.unwrap();
+    assert_eq!(all.items.len(), 200);
+}
+
+#[tokio::test]
+async fn prune_removes_old_events_and_their_search_entries() {
+    let (_dir, store) = store().await;
+    let old = parse_event(&json!({"kind": "a", "title": "ancient"}), "", "t", "2026-01-01T00:00:00Z".parse().unwrap()).unwrap();
+    let new = parse_event(&json!({"kind": "a", "title": "recent"}), "", "t", "2026-11-21T00:00:00Z".parse().unwrap()).unwrap();
+    store
+        .insert_events(vec![NewEvent { event: old, deliveries: vec![] }, NewEvent { event: new, deliveries: vec![] }])
+        .await
+        .unwrap();
+    let removed = store.prune("2026-06-01T00:00:00Z".parse().unwrap()).await.unwrap();
+    assert_eq!(removed, 1);
+    let all = store.search_events(&EventQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all.items.len(), 1);
+    let hits = store.search_events(&EventQuery { limit: 10, q: Some("ancient".into()), ..Default::default() }).await.unwrap();
+    assert!(hits.items.is_empty());
+}
+
+#[test]
+fn chunking_covers_every_row() {
+    for n in [0, 1, 7, 256, 300, 1000, 4096] {
+        assert_eq!(chunked(n).iter().sum::<usize>(), n);
+    }
+}
