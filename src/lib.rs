@@ -16,6 +16,7 @@ pub mod message;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 pub mod testkit;

@@ -7,8 +7,6 @@
 mod render;
 mod route;
 
-use std::sync::{Arc, RwLock};
-
 pub use render::{Renderer, TemplateError};
 pub use route::{CompiledRoute, RouteError};
 
@@ -96,19 +94,4 @@ impl Pipeline {
 }
 
 /// The pipeline in force; replaced as a whole when the configuration is reloaded.
-#[derive(Clone)]
-pub struct SharedPipeline(Arc<RwLock<Arc<Pipeline>>>);
-
-impl SharedPipeline {
-    pub fn new(pipeline: Pipeline) -> Self {
-        SharedPipeline(Arc::new(RwLock::new(Arc::new(pipeline))))
-    }
-
-    pub fn current(&self) -> Arc<Pipeline> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn replace(&self, pipeline: Pipeline) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pipeline);
-    }
-}
+pub type SharedPipeline = crate::shared::Shared<Pipeline>;
