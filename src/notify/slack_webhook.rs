@@ -135,15 +135,21 @@ fn title_prefix(message: &Message) -> String {
 }
 
 fn fallback_text(message: &Message) -> String {
+    // The "…and N more" line is kept whole: it says the message is not the whole story.
+    let more = if message.truncated > 0 {
+        format!("\n…and {} more", message.truncated)
+    } else {
+        String::new()
+    };
     let mut text = format!("{}{}", title_prefix(message), escape(&message.title));
     if !message.text.trim().is_empty() {
         text.push('\n');
         text.push_str(&escape(&message.text));
     }
-    if message.truncated > 0 {
-        text.push_str(&format!("\n…and {} more", message.truncated));
-    }
-    clamp(&text, MAX_FALLBACK_CHARS, TRUNCATION_MARKER)
+    let room = MAX_FALLBACK_CHARS - more.chars().count();
+    let mut text = clamp(&text, room, TRUNCATION_MARKER);
+    text.push_str(&more);
+    text
 }
 
 fn blocks(message: &Message) -> Vec<Value> {
@@ -492,6 +498,16 @@ mod tests {
         let text = p["text"].as_str().unwrap_or("");
         assert_eq!(text.chars().count(), MAX_FALLBACK_CHARS);
         assert!(text.ends_with(TRUNCATION_MARKER));
+        m.truncated = 12;
+        let p = payload(&config("http://x"), &m);
+        let text = p["text"].as_str().unwrap_or("");
+        assert_eq!(text.chars().count(), MAX_FALLBACK_CHARS);
+        assert!(
+            text.ends_with(&format!("{TRUNCATION_MARKER}\n…and 12 more")),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        m.truncated = 0;
 
         // Escaping happens before counting, and an entity is never cut in half.
         m.text = "&".repeat(5000);
