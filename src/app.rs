@@ -1,1 +1,219 @@
-pub async fn serve(_p: &std::path::Path) -> anyhow::Result<()> { Ok(()) }
+//! Wiring and lifecycle: build every part from a `Config`, run, reload on SIGHUP, and shut
+//! down in order (HTTP → checks → delivery → store) within a deadline.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiSettings, AppState, KeyRing};
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::notify::delivery::{Delivery, RetryPolicy};
+use crate::notify::{build_all, NotifierContext};
+use crate::pipeline::{Pipeline, SharedPipeline};
+use crate::shared::Shared;
+use crate::store::{self, DynStore};
+
+/// How often old events are pruned per `store.retention`.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// A daemon that is running; `shutdown` stops it gracefully.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the daemon has stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the daemon task panicked")?
+    }
+}
+
+struct Parts {
+    store: DynStore,
+    pipeline: SharedPipeline,
+    delivery: Delivery,
+    settings: Shared<ApiSettings>,
+    metrics: Arc<Metrics>,
+    ingest: Ingest,
+}
+
+fn api_settings(config: &Config) -> ApiSettings {
+    ApiSettings { keys: KeyRing::new(&config.api_keys), max_body_bytes: config.server.max_body_bytes }
+}
+
+/// Builds and starts everything; returns once the HTTP listener is bound.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let shutdown = CancellationToken::new();
+    let store = store::open(&config.store.url).await.context("cannot open the store")?;
+    let metrics = Metrics::new();
+    let notifier_ctx = NotifierContext::new(config.delivery.timeout.get());
+    let delivery = Delivery::new(
+        store.clone(),
+        build_all(&config.notifiers, &notifier_ctx),
+        RetryPolicy::from(&config.delivery),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let pipeline = SharedPipeline::new(Pipeline::new(&config).context("invalid routes or templates")?);
+    let ingest = Ingest::new(store.clone(), pipeline.clone(), delivery.clone(), metrics.clone());
+    let settings = Shared::new(api_settings(&config));
+    delivery.resume().await.context("cannot read the outbox")?;
+
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = %store_kind(&config.store.url), "tocsin listening");
+
+    let parts = Parts { store, pipeline, delivery, settings, metrics, ingest };
+    let task = tokio::spawn(run(config, parts, listener, shutdown.clone()));
+    Ok(Running { addr, shutdown, task })
+}
+
+fn store_kind(url: &str) -> &str {
+    url.split("://").next().unwrap_or("?")
+}
+
+async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let grace = config.server.shutdown_grace.get();
+    let state = AppState { ingest: parts.ingest.clone(), settings: parts.settings.clone(), metrics: parts.metrics.clone() };
+    let router = api::router(state);
+    let http_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
+    });
+
+    let mut checks_token = shutdown.child_token();
+    let mut checks = crate::check::start(&config, parts.ingest.clone(), checks_token.clone());
+    let pruner = tokio::spawn(prune_loop(parts.store.clone(), config.store.retention.get(), shutdown.clone()));
+
+    let mut current = config;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            reason = signals::next() => match reason {
+                signals::Signal::Stop => { tracing::info!("shutting down"); shutdown.cancel(); break; }
+                signals::Signal::Reload => {
+                    if let Some(next) = reload(&current, &parts) {
+                        checks_token.cancel();
+                        if let Some(handle) = checks.take() { let _ = handle.await; }
+                        checks_token = shutdown.child_token();
+                        checks = crate::check::start(&next, parts.ingest.clone(), checks_token.clone());
+                        current = next;
+                    }
+                }
+            },
+        }
+    }
+
+    // In order: no new requests, then no new check runs, then deliver what is queued.
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Err(_) => tracing::warn!("requests still open after the grace period"),
+    }
+    if let Some(handle) = checks {
+        let _ = tokio::time::timeout(grace, handle).await;
+    }
+    if !parts.delivery.drain(grace).await {
+        tracing::warn!("deliveries still pending after the grace period; they stay in the outbox for the next start");
+    }
+    pruner.abort();
+    parts.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Applies a new configuration file; an invalid one leaves the running configuration alone.
+fn reload(current: &Config, parts: &Parts) -> Option<Config> {
+    let failed = |why: String| {
+        tracing::error!(path = %current.path.display(), error = %why, "reload failed; keeping the running configuration");
+        parts.metrics.config_reloads.get_or_create(&crate::metrics::ResultLabel { result: "failure".into() }).inc();
+        parts.metrics.config_last_reload_successful.set(0);
+        None
+    };
+    let next = match crate::config::load(&current.path) {
+        Ok(next) => next,
+        Err(errors) => return failed(errors.to_string()),
+    };
+    let pipeline = match Pipeline::new(&next) {
+        Ok(p) => p,
+        Err(e) => return failed(e.to_string()),
+    };
+    if next.store.url != current.store.url || next.server.listen != current.server.listen {
+        tracing::warn!("store.url and server.listen take effect only after a restart");
+    }
+    parts.pipeline.replace(pipeline);
+    parts.settings.replace(api_settings(&next));
+    parts.delivery.reconfigure(
+        build_all(&next.notifiers, &NotifierContext::new(next.delivery.timeout.get())),
+        RetryPolicy::from(&next.delivery),
+    );
+    parts.metrics.config_reloads.get_or_create(&crate::metrics::ResultLabel { result: "success".into() }).inc();
+    parts.metrics.config_last_reload_successful.set(1);
+    tracing::info!(path = %next.path.display(), "configuration reloaded");
+    Some(next)
+}
+
+async fn prune_loop(store: DynStore, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(90));
+        match store.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "pruned events past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// `tocsin serve`: load, start, and run until SIGTERM/SIGINT.
+pub async fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = crate::config::load(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    crate::telemetry::init(&config.log);
+    let running = start(config).await?;
+    running.wait().await
+}
+
+mod signals {
+    //! Process signals as a stream of intents.
+
+    pub enum Signal {
+        Stop,
+        Reload,
+    }
+
+    #[cfg(unix)]
+    pub async fn next() -> Signal {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Handlers are installed on first use and stay installed; recreating them per loop
+        // iteration is cheap and keeps this function self-contained.
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        tokio::select! {
+            _ = term.recv() => Signal::Stop,
+            _ = int.recv() => Signal::Stop,
+            _ = hup.recv() => Signal::Reload,
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub async fn next() -> Signal {
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
+    }
+}

@@ -1,1 +1,43 @@
-//! api
+//! The HTTP API: the only module that knows HTTP and JSON for the machine interface.
+
+mod auth;
+mod deliveries;
+mod error;
+mod events;
+mod ops;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use auth::{Caller, KeyRing};
+pub use error::ApiError;
+
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::shared::Shared;
+
+/// The parts of the configuration the API reads on each request; replaced on reload.
+pub struct ApiSettings {
+    pub keys: KeyRing,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ingest: Ingest,
+    pub settings: Shared<ApiSettings>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/events", post(events::post_events).get(events::search_events))
+        .route("/api/v1/deliveries/dead", get(deliveries::dead_letters))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .with_state(state)
+}

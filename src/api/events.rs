@@ -1,0 +1,173 @@
+//! `POST /api/v1/events` (ingest) and `GET /api/v1/events` (search).
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::config::Scope;
+use crate::event::{parse_event, Event, FieldError, MAX_BATCH};
+use crate::store::EventQuery;
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+    ids: Vec<Uuid>,
+}
+
+pub async fn post_events(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match accept(&state, &headers, body).await {
+        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Err((reason, count, err)) => {
+            state.metrics.rejected(reason, count);
+            err.into_response()
+        }
+    }
+}
+
+type Rejection = (&'static str, u64, ApiError);
+
+async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, Rejection> {
+    let settings = state.settings.current();
+    let caller = settings.keys.authenticate(headers).map_err(|e| ("unauthorized", 1, e))?;
+    caller.require(Scope::EventsWrite).map_err(|e| ("forbidden", 1, e))?;
+
+    let limit = settings.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(("too_large", 1, ApiError::too_large(limit)));
+    }
+    let bytes = to_bytes(body, limit).await.map_err(|_| ("too_large", 1, ApiError::too_large(limit)))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ("invalid_json", 1, ApiError::bad_request("invalid_json", "body", format!("the body is not valid JSON: {e}")))
+    })?;
+
+    let now = Utc::now();
+    let events = parse_body(&value, &caller.name, now).map_err(|errs| ("invalid_event", 1, ApiError::invalid_events(errs)))?;
+    let count = events.len();
+    let ids = events.iter().map(|e| e.id).collect();
+    state.ingest.submit(events).await.map_err(|e| ("store_error", count as u64, ApiError::from(e)))?;
+    Ok(Accepted { accepted: count, ids })
+}
+
+/// One event, or `{"events": [...]}`; a batch is taken whole or not at all, and every bad
+/// field in it is reported.
+fn parse_body(value: &Value, source: &str, now: DateTime<Utc>) -> Result<Vec<Event>, Vec<FieldError>> {
+    let batch = match value.as_object().and_then(|o| o.get("events")) {
+        Some(Value::Array(items)) if value.as_object().is_some_and(|o| o.len() == 1) => items,
+        Some(Value::Array(_)) => {
+            return Err(vec![FieldError { field: "body".into(), message: "a batch holds only `events`".into() }])
+        }
+        Some(_) => return Err(vec![FieldError { field: "events".into(), message: "must be an array of events".into() }]),
+        None => return parse_event(value, "", source, now).map(|e| vec![e]).map_err(|e| vec![e]),
+    };
+    if batch.is_empty() {
+        return Err(vec![FieldError { field: "events".into(), message: "must hold at least one event".into() }]);
+    }
+    if batch.len() > MAX_BATCH {
+        return Err(vec![FieldError {
+            field: "events".into(),
+            message: format!("holds {} events; at most {MAX_BATCH} per request", batch.len()),
+        }]);
+    }
+    let mut events = Vec::with_capacity(batch.len());
+    let mut errors = Vec::new();
+    for (i, item) in batch.iter().enumerate() {
+        match parse_event(item, &format!("events[{i}]."), source, now) {
+            Ok(e) => events.push(e),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(errors)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SearchParams {
+    user: Option<String>,
+    q: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SearchResult {
+    events: Vec<Event>,
+    next_cursor: Option<String>,
+}
+
+fn time_param(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            DateTime::parse_from_rfc3339(&v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| ApiError::bad_request("invalid_parameter", name, "must be an RFC 3339 time such as 2026-11-21T16:00:00Z"))
+        })
+        .transpose()
+}
+
+pub async fn search_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<impl Serialize>, ApiError> {
+    let settings = state.settings.current();
+    settings.keys.authenticate(&headers)?.require(Scope::EventsRead)?;
+    let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_parameter", "query", e.body_text()))?;
+    let limit = match params.limit.as_deref() {
+        None | Some("") => 50,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request("invalid_parameter", "limit", "must be a whole number from 1 to 1000"))?,
+    };
+    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let query = EventQuery {
+        user: non_empty(params.user),
+        q: non_empty(params.q),
+        kind: non_empty(params.kind),
+        since: time_param("since", params.since)?,
+        until: time_param("until", params.until)?,
+        limit,
+        cursor: non_empty(params.cursor),
+    };
+    let page = state.ingest.store().search_events(&query).await?;
+    Ok(Json(SearchResult { events: page.items, next_cursor: page.next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn batch_errors_list_every_bad_event() {
+        let body = json!({"events": [{"kind": "ok"}, {"kind": "Bad Kind"}, {"severity": "info"}]});
+        let errs = parse_body(&body, "k", Utc::now()).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["events[1].kind", "events[2].kind"]);
+    }
+
+    #[test]
+    fn batch_limits() {
+        let too_many: Vec<_> = (0..1001).map(|_| json!({"kind": "a"})).collect();
+        assert_eq!(parse_body(&json!({ "events": too_many }), "k", Utc::now()).unwrap_err()[0].field, "events");
+        assert_eq!(parse_body(&json!({"events": []}), "k", Utc::now()).unwrap_err()[0].field, "events");
+        assert_eq!(parse_body(&json!({"events": [{"kind": "a"}]}), "k", Utc::now()).unwrap().len(), 1);
+    }
+}
