@@ -90,7 +90,7 @@ pub fn load_str_with_env(
             line,
             column,
             key: None,
-            message: e.message().trim_end().to_string(),
+            message: syntax_message(e.message()),
         }])
     })?;
 
@@ -130,8 +130,27 @@ pub fn load_str_with_env(
     }
 }
 
+/// One line, as the contract prints one error per line; `toml_edit` sometimes gives several
+/// lines, sometimes none.
+fn syntax_message(message: &str) -> String {
+    let parts: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if parts.is_empty() {
+        "invalid TOML syntax".to_string()
+    } else {
+        format!("invalid TOML syntax: {}", parts.join("; "))
+    }
+}
+
 pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before
         .rsplit('\n')
@@ -238,6 +257,8 @@ struct Cx {
     kept: HashMap<&'static str, Vec<usize>>,
     /// Names of map entries (`[notifiers.X]`) that could not be read.
     dropped_names: Vec<String>,
+    /// The top-level keys `assemble` knows, for the message about one it does not.
+    sections: Vec<&'static str>,
 }
 
 impl Cx {
@@ -352,28 +373,37 @@ impl Cx {
             checks: self.array(&mut root, "checks"),
             path: PathBuf::new(),
         };
+        let expected = self.sections.join(", ");
         for key in root.keys() {
-            self.report(
-                key_path("", key),
-                At::Key,
-                format!("unknown section or key `{key}`"),
-            );
+            let message = format!("unknown section `{key}`, expected one of {expected}");
+            self.report(key_path("", key), At::Key, message);
         }
         config
     }
 
-    fn section<T: DeserializeOwned + Default>(&mut self, root: &mut toml::Table, key: &str) -> T {
+    fn section<T: DeserializeOwned + Default>(
+        &mut self,
+        root: &mut toml::Table,
+        key: &'static str,
+    ) -> T {
+        self.sections.push(key);
         match root.remove(key) {
             None => T::default(),
             Some(v) => self.element(v, key).unwrap_or_default(),
         }
     }
 
-    fn optional<T: DeserializeOwned>(&mut self, root: &mut toml::Table, key: &str) -> Option<T> {
+    fn optional<T: DeserializeOwned>(
+        &mut self,
+        root: &mut toml::Table,
+        key: &'static str,
+    ) -> Option<T> {
+        self.sections.push(key);
         root.remove(key).and_then(|v| self.element(v, key))
     }
 
     fn array<T: DeserializeOwned>(&mut self, root: &mut toml::Table, key: &'static str) -> Vec<T> {
+        self.sections.push(key);
         let mut out = Vec::new();
         let mut kept = Vec::new();
         match root.remove(key) {
@@ -399,8 +429,9 @@ impl Cx {
     fn map<T: DeserializeOwned>(
         &mut self,
         root: &mut toml::Table,
-        key: &str,
+        key: &'static str,
     ) -> BTreeMap<String, T> {
+        self.sections.push(key);
         let mut out = BTreeMap::new();
         match root.remove(key) {
             None => {}
@@ -645,6 +676,24 @@ mod tests {
     }
 
     #[test]
+    fn syntax_messages_are_one_line() {
+        let e = errors("a = [1,");
+        assert_eq!(
+            e,
+            vec!["t.toml:1:8: invalid TOML syntax: invalid array; expected `]`".to_string()]
+        );
+        let e = errors("a = ");
+        assert_eq!(e, vec!["t.toml:1:5: invalid TOML syntax".to_string()]);
+    }
+
+    #[test]
+    fn line_col_counts_characters_and_never_splits_one() {
+        assert_eq!(line_col("é = 1\nab", 9), (2, 3));
+        assert_eq!(line_col("é", 1), (1, 1));
+        assert_eq!(line_col("abc", 99), (1, 4));
+    }
+
+    #[test]
     fn every_unknown_key_in_one_table_is_reported() {
         let e = errors("[server]\nlistn = \"x\"\nport = 1\n");
         assert_eq!(e.len(), 2, "{e:?}");
@@ -661,9 +710,12 @@ mod tests {
     #[test]
     fn unknown_top_level_key() {
         let e = errors("\n[sever]\nlisten = \"x\"\n");
-        assert_eq!(
-            e,
-            vec!["t.toml:2:2: sever: unknown section or key `sever`".to_string()]
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "t.toml:2:2: sever: unknown section `sever`, expected one of server, store,"
+            ),
+            "{e:?}"
         );
     }
 
