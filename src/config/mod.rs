@@ -5,6 +5,7 @@
 //! once, each pointing at `file:line:col`. Validation does no network or database IO.
 
 mod duration;
+mod interpolate;
 mod load;
 mod secret;
 mod validate;
@@ -16,8 +17,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use duration::Dur;
-pub use load::{load, load_str, ConfigError, ConfigErrors};
+pub use interpolate::{interpolate, InterpolateError, Interpolated, Resolver};
+pub use load::{load, load_str, load_str_with_env, ConfigError, ConfigErrors};
 pub use secret::Secret;
+pub use validate::{index_path, key_path, validate, Validator, VALIDATORS};
 
 use crate::event::Severity;
 use crate::notify::NotifierConfig;
@@ -98,7 +101,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { url: default_store_url(), retention: default_retention() }
+        StoreConfig {
+            url: default_store_url(),
+            retention: default_retention(),
+        }
     }
 }
 
@@ -129,7 +135,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: default_log_level() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
     }
 }
 
