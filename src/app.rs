@@ -85,7 +85,8 @@ fn store_kind(url: &str) -> &str {
 
 async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let grace = config.server.shutdown_grace.get();
-    let state = AppState { ingest: parts.ingest.clone(), settings: parts.settings.clone(), metrics: parts.metrics.clone() };
+    let state =
+        AppState { ingest: parts.ingest.clone(), settings: parts.settings.clone(), metrics: parts.metrics.clone() };
     let router = api::router(state);
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {

@@ -118,7 +118,10 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
 
     for key in obj.keys() {
         if !KNOWN_FIELDS.contains(&key.as_str()) {
-            return Err(FieldError::new(field(key), format!("unknown field; expected one of {}", KNOWN_FIELDS.join(", "))));
+            return Err(FieldError::new(
+                field(key),
+                format!("unknown field; expected one of {}", KNOWN_FIELDS.join(", ")),
+            ));
         }
     }
 
@@ -244,7 +247,17 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
 }
 
 const KNOWN_FIELDS: &[&str] = &[
-    "kind", "severity", "title", "text", "user", "labels", "fields", "fingerprint", "status", "link", "timestamp",
+    "kind",
+    "severity",
+    "title",
+    "text",
+    "user",
+    "labels",
+    "fields",
+    "fingerprint",
+    "status",
+    "link",
+    "timestamp",
     "source",
 ];
 

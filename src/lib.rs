@@ -5,11 +5,11 @@
 //! repository root for the bird's-eye view, the path of an event and the invariants.
 
 pub mod api;
-pub mod check;
-pub mod es;
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
+pub mod es;
 pub mod event;
 pub mod ingest;
 pub mod message;

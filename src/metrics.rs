@@ -56,7 +56,8 @@ impl Metrics {
         registry.register("events_rejected", "Events or requests refused, by reason", events_rejected.clone());
         let deliveries = Family::<DeliveryLabels, Counter>::default();
         registry.register("deliveries", "Delivery attempts by notifier and outcome", deliveries.clone());
-        let delivery_latency = Family::<NotifierLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let delivery_latency =
+            Family::<NotifierLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register(
             "delivery_latency_seconds",
             "Time from an event's arrival to its message being delivered",

@@ -15,11 +15,17 @@ use crate::config::{ApiKeyConfig, Scope};
 pub struct Caller {
     pub name: String,
     pub scopes: Vec<Scope>,
+    /// When set, the only event kinds this key may send.
+    pub allowed_kinds: Option<globset::GlobSet>,
 }
 
 impl Caller {
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+
+    pub fn may_send(&self, kind: &str) -> bool {
+        self.allowed_kinds.as_ref().is_none_or(|set| set.is_match(kind))
     }
 
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
@@ -44,7 +50,15 @@ impl KeyRing {
     pub fn new(keys: &[ApiKeyConfig]) -> KeyRing {
         let by_digest = keys
             .iter()
-            .map(|k| (digest(k.key.expose()), Caller { name: k.name.clone(), scopes: k.scopes.clone() }))
+            .map(|k| {
+                let caller = Caller {
+                    name: k.name.clone(),
+                    scopes: k.scopes.clone(),
+                    // Validation already refused bad patterns; a failure here means "no limit".
+                    allowed_kinds: crate::pipeline::compile_globs(&k.allowed_kinds).ok().flatten(),
+                };
+                (digest(k.key.expose()), caller)
+            })
             .collect();
         KeyRing { by_digest }
     }

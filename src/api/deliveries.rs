@@ -32,7 +32,10 @@ pub async fn dead_letters(
     let limit = params.limit.unwrap_or(50).clamp(1, 1000);
     let before = match params.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| ApiError::bad_request("invalid_cursor", "cursor", "not a cursor from a previous page"))?),
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor", "not a cursor from a previous page"))?,
+        ),
     };
     let items = state.ingest.store().dead_letters(limit, before).await?;
     let next_cursor = (items.len() as u32 == limit).then(|| items.last().map(|e| e.id.to_string())).flatten();

@@ -82,13 +82,18 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::InvalidCursor => ApiError::bad_request("invalid_cursor", "cursor", "not a cursor from a previous page"),
+            StoreError::InvalidCursor => {
+                ApiError::bad_request("invalid_cursor", "cursor", "not a cursor from a previous page")
+            }
             StoreError::NotFound => ApiError::not_found("no such item"),
             other => {
                 // The cause is for the operator's log, not for the client.
                 tracing::error!(error = %other, "store failure while serving a request");
-                let mut err =
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store cannot take this now; retry");
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store cannot take this now; retry",
+                );
                 err.retry_after = Some(1);
                 err
             }

@@ -40,7 +40,8 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     caller.require(Scope::EventsWrite).map_err(|e| ("forbidden", 1, e))?;
 
     let limit = settings.max_body_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(("too_large", 1, ApiError::too_large(limit)));
     }
@@ -50,7 +51,15 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     })?;
 
     let now = Utc::now();
-    let events = parse_body(&value, &caller.name, now).map_err(|errs| ("invalid_event", 1, ApiError::invalid_events(errs)))?;
+    let events =
+        parse_body(&value, &caller.name, now).map_err(|errs| ("invalid_event", 1, ApiError::invalid_events(errs)))?;
+    if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| !caller.may_send(&e.kind)) {
+        let field = if value.get("events").is_some() { format!("events[{i}].kind") } else { "kind".into() };
+        let mut err =
+            ApiError::forbidden(format!("the key {:?} may not send events of kind {:?}", caller.name, e.kind));
+        err.field = Some(field);
+        return Err(("kind_not_allowed", events.len() as u64, err));
+    }
     let count = events.len();
     let ids = events.iter().map(|e| e.id).collect();
     state.ingest.submit(events).await.map_err(|e| ("store_error", count as u64, ApiError::from(e)))?;
@@ -65,7 +74,9 @@ fn parse_body(value: &Value, source: &str, now: DateTime<Utc>) -> Result<Vec<Eve
         Some(Value::Array(_)) => {
             return Err(vec![FieldError { field: "body".into(), message: "a batch holds only `events`".into() }])
         }
-        Some(_) => return Err(vec![FieldError { field: "events".into(), message: "must be an array of events".into() }]),
+        Some(_) => {
+            return Err(vec![FieldError { field: "events".into(), message: "must be an array of events".into() }])
+        }
         None => return parse_event(value, "", source, now).map(|e| vec![e]).map_err(|e| vec![e]),
     };
     if batch.is_empty() {
@@ -113,9 +124,13 @@ fn time_param(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>
     value
         .filter(|v| !v.is_empty())
         .map(|v| {
-            DateTime::parse_from_rfc3339(&v)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| ApiError::bad_request("invalid_parameter", name, "must be an RFC 3339 time such as 2026-11-21T16:00:00Z"))
+            DateTime::parse_from_rfc3339(&v).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    name,
+                    "must be an RFC 3339 time such as 2026-11-21T16:00:00Z",
+                )
+            })
         })
         .transpose()
 }
@@ -130,11 +145,9 @@ pub async fn search_events(
     let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_parameter", "query", e.body_text()))?;
     let limit = match params.limit.as_deref() {
         None | Some("") => 50,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request("invalid_parameter", "limit", "must be a whole number from 1 to 1000"))?,
+        Some(v) => v.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+            ApiError::bad_request("invalid_parameter", "limit", "must be a whole number from 1 to 1000")
+        })?,
     };
     let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let query = EventQuery {

@@ -78,7 +78,8 @@ pub async fn run(args: SendArgs) -> ExitCode {
 
     let notifiers = build_all(&config.notifiers, &NotifierContext::new(config.delivery.timeout.get()));
     // A person is waiting at the terminal: a few quick retries, not the daemon's long schedule.
-    let policy = RetryPolicy { max_attempts: config.delivery.max_attempts.min(3), ..RetryPolicy::from(&config.delivery) };
+    let policy =
+        RetryPolicy { max_attempts: config.delivery.max_attempts.min(3), ..RetryPolicy::from(&config.delivery) };
     let mut failed = false;
     for d in deliveries {
         let Some(notifier) = notifiers.get(&d.notifier) else { continue };

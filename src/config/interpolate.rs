@@ -50,10 +50,7 @@ pub enum InterpolateError {
 
 /// Replaces every reference in `s`. Returns `Ok(None)` when `s` contains no reference and no
 /// escape, so untouched strings need no copy and are known not to hold secrets.
-pub fn interpolate(
-    s: &str,
-    resolver: &Resolver<'_>,
-) -> Result<Option<Interpolated>, InterpolateError> {
+pub fn interpolate(s: &str, resolver: &Resolver<'_>) -> Result<Option<Interpolated>, InterpolateError> {
     if !s.contains("${") {
         return Ok(None);
     }
@@ -78,16 +75,12 @@ pub fn interpolate(
         }
     }
     out.push_str(rest);
-    Ok(Some(Interpolated {
-        value: out,
-        substituted,
-    }))
+    Ok(Some(Interpolated { value: out, substituted }))
 }
 
 fn resolve(reference: &str, resolver: &Resolver<'_>) -> Result<String, InterpolateError> {
-    let (source, name) = reference
-        .split_once(':')
-        .ok_or_else(|| InterpolateError::UnknownSource(reference.to_string()))?;
+    let (source, name) =
+        reference.split_once(':').ok_or_else(|| InterpolateError::UnknownSource(reference.to_string()))?;
     let (source, name) = (source.trim(), name.trim());
     match source {
         "env" | "file" if name.is_empty() => Err(InterpolateError::EmptyName(source.to_string())),
@@ -98,10 +91,8 @@ fn resolve(reference: &str, resolver: &Resolver<'_>) -> Result<String, Interpola
         "file" => {
             let path = resolver.file_path(name);
             // The reason comes from the OS ("No such file or directory"), never from the content.
-            let bytes = std::fs::read(&path).map_err(|e| InterpolateError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| InterpolateError::File { path: path.display().to_string(), reason: e.to_string() })?;
             let mut text = String::from_utf8(bytes).map_err(|_| InterpolateError::File {
                 path: path.display().to_string(),
                 reason: "not valid UTF-8".into(),
@@ -137,10 +128,7 @@ mod tests {
     }
 
     fn resolver(dir: &Path) -> Resolver<'static> {
-        Resolver {
-            env: &env,
-            base_dir: dir.to_path_buf(),
-        }
+        Resolver { env: &env, base_dir: dir.to_path_buf() }
     }
 
     fn run(s: &str) -> Result<Option<String>, InterpolateError> {
@@ -155,40 +143,23 @@ mod tests {
     #[test]
     fn whole_and_embedded_env_references() {
         assert_eq!(run("${env:TOKEN}"), Ok(Some("s3cr3t".into())));
-        assert_eq!(
-            run("Bearer ${env:TOKEN}!"),
-            Ok(Some("Bearer s3cr3t!".into()))
-        );
+        assert_eq!(run("Bearer ${env:TOKEN}!"), Ok(Some("Bearer s3cr3t!".into())));
         assert_eq!(run("${env:TOKEN}${env:EMPTY}$"), Ok(Some("s3cr3t$".into())));
-        let i = interpolate("a${env:TOKEN}", &resolver(Path::new("/")))
-            .unwrap()
-            .unwrap();
+        let i = interpolate("a${env:TOKEN}", &resolver(Path::new("/"))).unwrap().unwrap();
         assert_eq!(i.substituted, vec!["s3cr3t".to_string()]);
     }
 
     #[test]
     fn escape_gives_a_literal() {
-        assert_eq!(
-            run("cost: $${env:TOKEN}"),
-            Ok(Some("cost: ${env:TOKEN}".into()))
-        );
+        assert_eq!(run("cost: $${env:TOKEN}"), Ok(Some("cost: ${env:TOKEN}".into())));
         assert_eq!(run("$$5"), Ok(None));
     }
 
     #[test]
     fn errors_name_the_reference() {
-        assert_eq!(
-            run("${env:NOPE}"),
-            Err(InterpolateError::EnvMissing("NOPE".into()))
-        );
-        assert_eq!(
-            run("${env:}"),
-            Err(InterpolateError::EmptyName("env".into()))
-        );
-        assert_eq!(
-            run("${vault:x}"),
-            Err(InterpolateError::UnknownSource("vault".into()))
-        );
+        assert_eq!(run("${env:NOPE}"), Err(InterpolateError::EnvMissing("NOPE".into())));
+        assert_eq!(run("${env:}"), Err(InterpolateError::EmptyName("env".into())));
+        assert_eq!(run("${vault:x}"), Err(InterpolateError::UnknownSource("vault".into())));
         assert_eq!(run("${env:TOKEN"), Err(InterpolateError::Unterminated));
         let e = run("${file:missing.txt}").unwrap_err();
         assert!(e.to_string().contains("/nonexistent/missing.txt"), "{e}");
@@ -200,14 +171,8 @@ mod tests {
         std::fs::write(dir.path().join("token"), "abc\n\n").unwrap();
         std::fs::write(dir.path().join("crlf"), "xyz\r\n").unwrap();
         let r = resolver(dir.path());
-        assert_eq!(
-            interpolate("${file:token}", &r).unwrap().unwrap().value,
-            "abc\n"
-        );
-        assert_eq!(
-            interpolate("${file:crlf}", &r).unwrap().unwrap().value,
-            "xyz"
-        );
+        assert_eq!(interpolate("${file:token}", &r).unwrap().unwrap().value, "abc\n");
+        assert_eq!(interpolate("${file:crlf}", &r).unwrap().unwrap().value, "xyz");
         let abs = format!("${{file:{}}}", dir.path().join("token").display());
         assert_eq!(interpolate(&abs, &r).unwrap().unwrap().value, "abc\n");
     }

@@ -111,11 +111,7 @@ pub fn load_str_with_env(
     if let Err(found) = super::validate::validate(&config) {
         for (key, message) in found {
             let key = cx.original_path(&key);
-            if cx
-                .dropped_names
-                .iter()
-                .any(|name| message.contains(&format!("{name:?}")))
-            {
+            if cx.dropped_names.iter().any(|name| message.contains(&format!("{name:?}"))) {
                 // A reference to an entry that failed to deserialize: already reported there.
                 continue;
             }
@@ -133,11 +129,7 @@ pub fn load_str_with_env(
 /// One line, as the contract prints one error per line; `toml_edit` sometimes gives several
 /// lines, sometimes none.
 fn syntax_message(message: &str) -> String {
-    let parts: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let parts: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if parts.is_empty() {
         "invalid TOML syntax".to_string()
     } else {
@@ -152,12 +144,7 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
     (line, column)
 }
 
@@ -236,8 +223,7 @@ fn backticked<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
 fn is_within(path: &str, ancestor: &str) -> bool {
     path == ancestor
         || (path.starts_with(ancestor)
-            && (ancestor.is_empty()
-                || matches!(path.as_bytes().get(ancestor.len()), Some(b'.' | b'['))))
+            && (ancestor.is_empty() || matches!(path.as_bytes().get(ancestor.len()), Some(b'.' | b'['))))
 }
 
 /// Bounds the remove-and-retry loop for one element; each round removes one key.
@@ -381,11 +367,7 @@ impl Cx {
         config
     }
 
-    fn section<T: DeserializeOwned + Default>(
-        &mut self,
-        root: &mut toml::Table,
-        key: &'static str,
-    ) -> T {
+    fn section<T: DeserializeOwned + Default>(&mut self, root: &mut toml::Table, key: &'static str) -> T {
         self.sections.push(key);
         match root.remove(key) {
             None => T::default(),
@@ -393,11 +375,7 @@ impl Cx {
         }
     }
 
-    fn optional<T: DeserializeOwned>(
-        &mut self,
-        root: &mut toml::Table,
-        key: &'static str,
-    ) -> Option<T> {
+    fn optional<T: DeserializeOwned>(&mut self, root: &mut toml::Table, key: &'static str) -> Option<T> {
         self.sections.push(key);
         root.remove(key).and_then(|v| self.element(v, key))
     }
@@ -416,21 +394,13 @@ impl Cx {
                     }
                 }
             }
-            Some(_) => self.report(
-                key.to_string(),
-                At::Value,
-                format!("must be a list of tables, written [[{key}]]"),
-            ),
+            Some(_) => self.report(key.to_string(), At::Value, format!("must be a list of tables, written [[{key}]]")),
         }
         self.kept.insert(key, kept);
         out
     }
 
-    fn map<T: DeserializeOwned>(
-        &mut self,
-        root: &mut toml::Table,
-        key: &'static str,
-    ) -> BTreeMap<String, T> {
+    fn map<T: DeserializeOwned>(&mut self, root: &mut toml::Table, key: &'static str) -> BTreeMap<String, T> {
         self.sections.push(key);
         let mut out = BTreeMap::new();
         match root.remove(key) {
@@ -478,9 +448,7 @@ impl Cx {
                 .filter_map(|seg| match seg {
                     serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
                     serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
-                    serde_path_to_error::Segment::Enum { variant } => {
-                        Some(Seg::Key(variant.clone()))
-                    }
+                    serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
                     serde_path_to_error::Segment::Unknown => None,
                 })
                 .collect();
@@ -597,10 +565,7 @@ impl Cx {
             .problems
             .iter()
             .map(|p| {
-                let (line, column) = self
-                    .offset(&p.path, p.at)
-                    .map(|o| line_col(text, o))
-                    .unwrap_or((1, 1));
+                let (line, column) = self.offset(&p.path, p.at).map(|o| line_col(text, o)).unwrap_or((1, 1));
                 ConfigError {
                     file: file.to_path_buf(),
                     line,
@@ -678,10 +643,7 @@ mod tests {
     #[test]
     fn syntax_messages_are_one_line() {
         let e = errors("a = [1,");
-        assert_eq!(
-            e,
-            vec!["t.toml:1:8: invalid TOML syntax: invalid array; expected `]`".to_string()]
-        );
+        assert_eq!(e, vec!["t.toml:1:8: invalid TOML syntax: invalid array; expected `]`".to_string()]);
         let e = errors("a = ");
         assert_eq!(e, vec!["t.toml:1:5: invalid TOML syntax".to_string()]);
     }
@@ -697,14 +659,8 @@ mod tests {
     fn every_unknown_key_in_one_table_is_reported() {
         let e = errors("[server]\nlistn = \"x\"\nport = 1\n");
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(
-            e[0].starts_with("t.toml:2:1: server.listn: unknown field `listn`"),
-            "{e:?}"
-        );
-        assert!(
-            e[1].starts_with("t.toml:3:1: server.port: unknown field `port`"),
-            "{e:?}"
-        );
+        assert!(e[0].starts_with("t.toml:2:1: server.listn: unknown field `listn`"), "{e:?}");
+        assert!(e[1].starts_with("t.toml:3:1: server.port: unknown field `port`"), "{e:?}");
     }
 
     #[test]
@@ -712,9 +668,7 @@ mod tests {
         let e = errors("\n[sever]\nlisten = \"x\"\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(
-            e[0].starts_with(
-                "t.toml:2:2: sever: unknown section `sever`, expected one of server, store,"
-            ),
+            e[0].starts_with("t.toml:2:2: sever: unknown section `sever`, expected one of server, store,"),
             "{e:?}"
         );
     }
@@ -724,22 +678,10 @@ mod tests {
         let text = "[notifiers.a]\ntype = \"console\"\nformat = \"xml\"\n\n[notifiers.b]\ntype = \"console\"\ncolour = 1\n\n[notifiers.c]\ntype = \"slak\"\n\n[notifiers.d]\ntype = \"webhook\"\n";
         let e = errors(text);
         assert_eq!(e.len(), 4, "{e:?}");
-        assert!(
-            e[0].starts_with("t.toml:3:10: notifiers.a.format: unknown variant `xml`"),
-            "{e:?}"
-        );
-        assert!(
-            e[1].starts_with("t.toml:7:1: notifiers.b.colour: unknown field `colour`"),
-            "{e:?}"
-        );
-        assert!(
-            e[2].starts_with("t.toml:10:8: notifiers.c.type: unknown variant `slak`"),
-            "{e:?}"
-        );
-        assert!(
-            e[3].starts_with("t.toml:12:1: notifiers.d: missing field `url`"),
-            "{e:?}"
-        );
+        assert!(e[0].starts_with("t.toml:3:10: notifiers.a.format: unknown variant `xml`"), "{e:?}");
+        assert!(e[1].starts_with("t.toml:7:1: notifiers.b.colour: unknown field `colour`"), "{e:?}");
+        assert!(e[2].starts_with("t.toml:10:8: notifiers.c.type: unknown variant `slak`"), "{e:?}");
+        assert!(e[3].starts_with("t.toml:12:1: notifiers.d: missing field `url`"), "{e:?}");
     }
 
     #[test]
@@ -747,18 +689,9 @@ mod tests {
         let text = "[notifiers.x]\ntype = \"console\"\n\n[[routes]]\nkinds = 3\n\n[[routes]]\nnotifier = \"nope\"\n";
         let e = errors(text);
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(
-            e[0].starts_with("t.toml:4:1: routes[0]: missing field `notifier`"),
-            "{e:?}"
-        );
-        assert!(
-            e[1].starts_with("t.toml:5:9: routes[0].kinds: invalid type"),
-            "{e:?}"
-        );
-        assert!(
-            e[2].starts_with("t.toml:8:12: routes[1].notifier: no notifier named \"nope\""),
-            "{e:?}"
-        );
+        assert!(e[0].starts_with("t.toml:4:1: routes[0]: missing field `notifier`"), "{e:?}");
+        assert!(e[1].starts_with("t.toml:5:9: routes[0].kinds: invalid type"), "{e:?}");
+        assert!(e[2].starts_with("t.toml:8:12: routes[1].notifier: no notifier named \"nope\""), "{e:?}");
     }
 
     #[test]
@@ -770,14 +703,9 @@ mod tests {
 
     #[test]
     fn array_elements_have_positions() {
-        let e = errors(
-            "[[api_keys]]\nname = \"a\"\nkey = \"k\"\nscopes = [\"events:write\", \"evil\"]\n",
-        );
+        let e = errors("[[api_keys]]\nname = \"a\"\nkey = \"k\"\nscopes = [\"events:write\", \"evil\"]\n");
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(
-            e[0].starts_with("t.toml:4:27: api_keys[0].scopes[1]: unknown variant `evil`"),
-            "{e:?}"
-        );
+        assert!(e[0].starts_with("t.toml:4:27: api_keys[0].scopes[1]: unknown variant `evil`"), "{e:?}");
     }
 
     #[test]
@@ -794,30 +722,15 @@ mod tests {
     #[test]
     fn an_unresolved_reference_is_reported_once() {
         let e = errors("[server]\nlisten = \"${env:NOT_SET_ANYWHERE}\"\n");
-        assert_eq!(
-            e,
-            vec![
-                "t.toml:2:10: server.listen: environment variable NOT_SET_ANYWHERE is not set"
-                    .to_string()
-            ]
-        );
+        assert_eq!(e, vec!["t.toml:2:10: server.listen: environment variable NOT_SET_ANYWHERE is not set".to_string()]);
     }
 
     #[test]
     fn wrong_shapes_of_sections() {
         let e = errors("routes = 1\nnotifiers = \"x\"\nserver = []\n");
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(
-            e[0].starts_with("t.toml:1:10: routes: must be a list"),
-            "{e:?}"
-        );
-        assert!(
-            e[1].starts_with("t.toml:2:13: notifiers: must be a table"),
-            "{e:?}"
-        );
-        assert!(
-            e[2].starts_with("t.toml:3:10: server: must be a table, not array"),
-            "{e:?}"
-        );
+        assert!(e[0].starts_with("t.toml:1:10: routes: must be a list"), "{e:?}");
+        assert!(e[1].starts_with("t.toml:2:13: notifiers: must be a table"), "{e:?}");
+        assert!(e[2].starts_with("t.toml:3:10: server: must be a table, not array"), "{e:?}");
     }
 }

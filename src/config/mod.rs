@@ -101,10 +101,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            url: default_store_url(),
-            retention: default_retention(),
-        }
+        StoreConfig { url: default_store_url(), retention: default_retention() }
     }
 }
 
@@ -135,10 +132,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: default_log_level(),
-        }
+        LogConfig { format: LogFormat::Text, level: default_log_level() }
     }
 }
 

@@ -38,15 +38,8 @@ pub fn validate(config: &Config) -> Result<(), Vec<(String, String)>> {
 
 /// `parent.key`, quoting keys that are not bare TOML keys so paths split unambiguously.
 pub fn key_path(parent: &str, key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let segment = if bare {
-        key.to_string()
-    } else {
-        format!("{key:?}")
-    };
+    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let segment = if bare { key.to_string() } else { format!("{key:?}") };
     if parent.is_empty() {
         segment
     } else {
@@ -86,10 +79,7 @@ pub fn path_prefixes(path: &str) -> Vec<&str> {
 fn validate_server(config: &Config) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     if config.server.max_body_bytes == 0 {
-        errors.push((
-            "server.max_body_bytes".into(),
-            "must be greater than 0".into(),
-        ));
+        errors.push(("server.max_body_bytes".into(), "must be greater than 0".into()));
     }
     errors
 }
@@ -99,16 +89,10 @@ fn validate_store(config: &Config) -> Vec<(String, String)> {
     if url.starts_with("sqlite://") {
         Vec::new()
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        vec![(
-            "store.url".into(),
-            "postgres is not yet supported in this release; use \"sqlite://PATH\"".into(),
-        )]
+        vec![("store.url".into(), "postgres is not yet supported in this release; use \"sqlite://PATH\"".into())]
     } else {
         // The value itself is not repeated: a database URL may carry a password.
-        vec![(
-            "store.url".into(),
-            "must start with \"sqlite://\" (or, later, \"postgres://\")".into(),
-        )]
+        vec![("store.url".into(), "must start with \"sqlite://\" (or, later, \"postgres://\")".into())]
     }
 }
 
@@ -121,10 +105,7 @@ fn validate_delivery(config: &Config) -> Vec<(String, String)> {
     if d.backoff_initial > d.backoff_max {
         errors.push((
             "delivery.backoff_initial".into(),
-            format!(
-                "must not exceed delivery.backoff_max ({} > {})",
-                d.backoff_initial, d.backoff_max
-            ),
+            format!("must not exceed delivery.backoff_max ({} > {})", d.backoff_initial, d.backoff_max),
         ));
     }
     if d.timeout.get().is_zero() {
@@ -143,16 +124,8 @@ fn check_template(errors: &mut Vec<(String, String)>, path: String, source: Opti
 
 fn validate_templates(config: &Config) -> Vec<(String, String)> {
     let mut errors = Vec::new();
-    check_template(
-        &mut errors,
-        "templates.title".into(),
-        config.templates.title.as_deref(),
-    );
-    check_template(
-        &mut errors,
-        "templates.text".into(),
-        config.templates.text.as_deref(),
-    );
+    check_template(&mut errors, "templates.title".into(), config.templates.title.as_deref());
+    check_template(&mut errors, "templates.text".into(), config.templates.text.as_deref());
     errors
 }
 
@@ -160,18 +133,8 @@ fn validate_notifiers(config: &Config) -> Vec<(String, String)> {
     config
         .notifiers
         .keys()
-        .filter(|name| {
-            name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        })
-        .map(|name| {
-            (
-                key_path("notifiers", name),
-                "notifier names may contain only A-Z, a-z, 0-9, '_' and '-'".into(),
-            )
-        })
+        .filter(|name| name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map(|name| (key_path("notifiers", name), "notifier names may contain only A-Z, a-z, 0-9, '_' and '-'".into()))
         .collect()
 }
 
@@ -196,12 +159,7 @@ fn check_kind_globs(errors: &mut Vec<(String, String)>, path: &str, patterns: &[
     }
 }
 
-fn check_route(
-    errors: &mut Vec<(String, String)>,
-    config: &Config,
-    path: &str,
-    route: &RouteConfig,
-) {
+fn check_route(errors: &mut Vec<(String, String)>, config: &Config, path: &str, route: &RouteConfig) {
     if !config.notifiers.contains_key(&route.notifier) {
         let known: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
         let hint = if known.is_empty() {
@@ -209,42 +167,22 @@ fn check_route(
         } else {
             format!("configured: {}", known.join(", "))
         };
-        errors.push((
-            key_path(path, "notifier"),
-            format!("no notifier named {:?} ({hint})", route.notifier),
-        ));
+        errors.push((key_path(path, "notifier"), format!("no notifier named {:?} ({hint})", route.notifier)));
     }
     check_kind_globs(errors, &key_path(path, "kinds"), &route.kinds);
     if route.labels.keys().any(String::is_empty) {
-        errors.push((
-            key_path(&key_path(path, "labels"), ""),
-            "label names must not be empty".into(),
-        ));
+        errors.push((key_path(&key_path(path, "labels"), ""), "label names must not be empty".into()));
     }
     if let Some(i) = route.group_by.iter().position(String::is_empty) {
-        errors.push((
-            index_path(&key_path(path, "group_by"), i),
-            "label names must not be empty".into(),
-        ));
+        errors.push((index_path(&key_path(path, "group_by"), i), "label names must not be empty".into()));
     }
-    for (key, d) in [
-        ("group_interval", route.group_interval),
-        ("repeat_interval", route.repeat_interval),
-    ] {
+    for (key, d) in [("group_interval", route.group_interval), ("repeat_interval", route.repeat_interval)] {
         if d.is_some_and(|d| d.get().is_zero()) {
             errors.push((key_path(path, key), "must be greater than 0".into()));
         }
     }
-    check_template(
-        errors,
-        key_path(path, "title_template"),
-        route.title_template.as_deref(),
-    );
-    check_template(
-        errors,
-        key_path(path, "text_template"),
-        route.text_template.as_deref(),
-    );
+    check_template(errors, key_path(path, "title_template"), route.title_template.as_deref());
+    check_template(errors, key_path(path, "text_template"), route.text_template.as_deref());
 }
 
 fn validate_routes(config: &Config) -> Vec<(String, String)> {
@@ -270,10 +208,7 @@ fn validate_api_keys(config: &Config) -> Vec<(String, String)> {
             names.insert(&api_key.name, first);
             errors.push((
                 key_path(&path, "name"),
-                format!(
-                    "duplicate name {:?}: api_keys[{first}] already has it",
-                    api_key.name
-                ),
+                format!("duplicate name {:?}: api_keys[{first}] already has it", api_key.name),
             ));
         }
         // Messages about keys never include them: they are secrets.
@@ -288,16 +223,9 @@ fn validate_api_keys(config: &Config) -> Vec<(String, String)> {
             ));
         }
         if api_key.scopes.is_empty() {
-            errors.push((
-                key_path(&path, "scopes"),
-                "at least one scope is required".into(),
-            ));
+            errors.push((key_path(&path, "scopes"), "at least one scope is required".into()));
         }
-        check_kind_globs(
-            &mut errors,
-            &key_path(&path, "allowed_kinds"),
-            &api_key.allowed_kinds,
-        );
+        check_kind_globs(&mut errors, &key_path(&path, "allowed_kinds"), &api_key.allowed_kinds);
     }
     errors
 }
@@ -310,10 +238,7 @@ mod tests {
 
     fn base() -> Config {
         let mut config = crate::config::load_str("", std::path::Path::new("t.toml")).unwrap();
-        config.notifiers.insert(
-            "stdout".into(),
-            NotifierConfig::Console(ConsoleConfig::default()),
-        );
+        config.notifiers.insert("stdout".into(), NotifierConfig::Console(ConsoleConfig::default()));
         config
     }
 
@@ -345,12 +270,7 @@ mod tests {
     }
 
     fn paths(config: &Config) -> Vec<String> {
-        validate(config)
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect()
+        validate(config).err().unwrap_or_default().into_iter().map(|(p, _)| p).collect()
     }
 
     #[test]
@@ -422,10 +342,7 @@ mod tests {
         c.delivery.backoff_max = Dur::secs(5);
         c.store.url = "postgres://u:pw@db/tocsin".into();
         c.templates.text = Some("{% if %}".into());
-        c.notifiers.insert(
-            "bad name".into(),
-            NotifierConfig::Console(ConsoleConfig::default()),
-        );
+        c.notifiers.insert("bad name".into(), NotifierConfig::Console(ConsoleConfig::default()));
         let errors = validate(&c).unwrap_err();
         let got: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(

@@ -5,7 +5,7 @@ use std::io::Write;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{NotifyError, Notifier};
+use super::{Notifier, NotifyError};
 use crate::message::Message;
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -52,7 +52,10 @@ impl RetryPolicy {
     /// A server's Retry-After wins over our own schedule, within reason.
     pub fn delay(&self, attempt: u32, error: &NotifyError) -> Duration {
         match error.retry_after() {
-            Some(after) => after.min(Duration::from_secs(3600)) + rand::thread_rng().gen_range(Duration::ZERO..=Duration::from_millis(250)),
+            Some(after) => {
+                after.min(Duration::from_secs(3600))
+                    + rand::thread_rng().gen_range(Duration::ZERO..=Duration::from_millis(250))
+            }
             None => self.backoff(attempt),
         }
     }
@@ -60,7 +63,11 @@ impl RetryPolicy {
 
 /// Sends one message now, retrying retryable errors up to the policy's attempts.
 /// For the command line (`tocsin send`), where there is no outbox.
-pub async fn send_with_retries(notifier: &dyn Notifier, message: &Message, policy: &RetryPolicy) -> Result<(), NotifyError> {
+pub async fn send_with_retries(
+    notifier: &dyn Notifier,
+    message: &Message,
+    policy: &RetryPolicy,
+) -> Result<(), NotifyError> {
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -96,6 +96,9 @@ pub fn build(name: &str, config: &NotifierConfig, ctx: &NotifierContext) -> Arc<
 }
 
 /// Every configured notifier, by name.
-pub fn build_all(configs: &BTreeMap<String, NotifierConfig>, ctx: &NotifierContext) -> BTreeMap<String, Arc<dyn Notifier>> {
+pub fn build_all(
+    configs: &BTreeMap<String, NotifierConfig>,
+    ctx: &NotifierContext,
+) -> BTreeMap<String, Arc<dyn Notifier>> {
     configs.iter().map(|(name, c)| (name.clone(), build(name, c, ctx))).collect()
 }

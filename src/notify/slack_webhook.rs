@@ -136,11 +136,7 @@ fn title_prefix(message: &Message) -> String {
 
 fn fallback_text(message: &Message) -> String {
     // The "…and N more" line is kept whole: it says the message is not the whole story.
-    let more = if message.truncated > 0 {
-        format!("\n…and {} more", message.truncated)
-    } else {
-        String::new()
-    };
+    let more = if message.truncated > 0 { format!("\n…and {} more", message.truncated) } else { String::new() };
     let mut text = format!("{}{}", title_prefix(message), escape(&message.title));
     if !message.text.trim().is_empty() {
         text.push('\n');
@@ -155,14 +151,7 @@ fn fallback_text(message: &Message) -> String {
 fn blocks(message: &Message) -> Vec<Value> {
     let prefix = title_prefix(message);
     let title_room = MAX_HEADER_CHARS.saturating_sub(prefix.chars().count());
-    let header = format!(
-        "{prefix}{}",
-        clamp(
-            &escape(&message.title),
-            title_room,
-            HEADER_TRUNCATION_MARKER
-        )
-    );
+    let header = format!("{prefix}{}", clamp(&escape(&message.title), title_room, HEADER_TRUNCATION_MARKER));
     let mut blocks = vec![json!({
         "type": "header",
         "text": {"type": "plain_text", "text": header, "emoji": true},
@@ -170,11 +159,7 @@ fn blocks(message: &Message) -> Vec<Value> {
 
     // Slack refuses an empty section text, so an empty message body gets no section.
     if !message.text.trim().is_empty() {
-        blocks.push(mrkdwn_section(clamp(
-            &escape(&message.text),
-            MAX_SECTION_CHARS,
-            TRUNCATION_MARKER,
-        )));
+        blocks.push(mrkdwn_section(clamp(&escape(&message.text), MAX_SECTION_CHARS, TRUNCATION_MARKER)));
     }
 
     let fields: Vec<Value> = message
@@ -217,10 +202,7 @@ fn context_elements(message: &Message, dropped_fields: usize) -> Vec<Value> {
         lines.push(format!("*source:* {}", escape(&sources.join(", "))));
     }
     if let Some(latest) = message.events.iter().map(|e| e.timestamp).max() {
-        lines.push(format!(
-            "*time:* {}",
-            latest.format("%Y-%m-%d %H:%M:%S UTC")
-        ));
+        lines.push(format!("*time:* {}", latest.format("%Y-%m-%d %H:%M:%S UTC")));
     }
     if let Some(link) = &message.link {
         lines.push(format!("<{}|Open>", link_target(link)));
@@ -235,11 +217,8 @@ fn context_elements(message: &Message, dropped_fields: usize) -> Vec<Value> {
         .into_iter()
         .map(|line| {
             // A link is never cut: half a URL is worse than none.
-            let text = if line.starts_with('<') {
-                line
-            } else {
-                clamp(&line, MAX_CONTEXT_CHARS, HEADER_TRUNCATION_MARKER)
-            };
+            let text =
+                if line.starts_with('<') { line } else { clamp(&line, MAX_CONTEXT_CHARS, HEADER_TRUNCATION_MARKER) };
             json!({"type": "mrkdwn", "text": text})
         })
         .collect()
@@ -317,13 +296,7 @@ mod tests {
     use crate::testkit::fake_slack::{self, FakeSlack, Mode, RateLimit};
 
     fn config(url: &str) -> SlackWebhookConfig {
-        SlackWebhookConfig {
-            url: Secret::new(url),
-            username: None,
-            icon_emoji: None,
-            icon_url: None,
-            channel: None,
-        }
+        SlackWebhookConfig { url: Secret::new(url), username: None, icon_emoji: None, icon_url: None, channel: None }
     }
 
     fn event(kind: &str, source: &str) -> Event {
@@ -342,10 +315,7 @@ mod tests {
             text: "/var is at 97%".into(),
             severity: Severity::Warning,
             status: MessageStatus::Firing,
-            fields: vec![Field {
-                name: "host".into(),
-                value: "db-1".into(),
-            }],
+            fields: vec![Field { name: "host".into(), value: "db-1".into() }],
             link: Some("https://grafana.example/d/disk?var=a&from=now-1h".into()),
             channel: None,
             group_key: "g".into(),
@@ -356,22 +326,14 @@ mod tests {
     }
 
     fn block_of<'a>(p: &'a Value, kind: &str) -> Vec<&'a Value> {
-        p["blocks"]
-            .as_array()
-            .map(|b| b.iter().filter(|b| b["type"] == kind).collect())
-            .unwrap_or_default()
+        p["blocks"].as_array().map(|b| b.iter().filter(|b| b["type"] == kind).collect()).unwrap_or_default()
     }
 
     fn context_text(p: &Value) -> String {
         block_of(p, "context")
             .first()
             .and_then(|c| c["elements"].as_array())
-            .map(|els| {
-                els.iter()
-                    .filter_map(|e| e["text"].as_str())
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            })
+            .map(|els| els.iter().filter_map(|e| e["text"].as_str()).collect::<Vec<_>>().join(" | "))
             .unwrap_or_default()
     }
 
@@ -387,14 +349,8 @@ mod tests {
         let context = context_text(&p);
         assert!(context.contains("*kind:* disk.full"), "{context}");
         assert!(context.contains("*source:* checks"), "{context}");
-        assert!(
-            context.contains("*time:* 2026-11-21 16:00:00 UTC"),
-            "{context}"
-        );
-        assert!(
-            context.contains("<https://grafana.example/d/disk?var=a&amp;from=now-1h|Open>"),
-            "{context}"
-        );
+        assert!(context.contains("*time:* 2026-11-21 16:00:00 UTC"), "{context}");
+        assert!(context.contains("<https://grafana.example/d/disk?var=a&amp;from=now-1h|Open>"), "{context}");
         assert_eq!(p["text"], ":warning: Disk almost full\n/var is at 97%");
         for key in ["channel", "username", "icon_emoji", "icon_url"] {
             assert!(p.get(key).is_none(), "{key} is sent only when set");
@@ -412,21 +368,12 @@ mod tests {
         ] {
             m.severity = severity;
             let p = payload(&config("http://x"), &m);
-            assert_eq!(
-                p["blocks"][0]["text"]["text"],
-                format!("{marker} Disk almost full")
-            );
+            assert_eq!(p["blocks"][0]["text"]["text"], format!("{marker} Disk almost full"));
         }
         m.status = MessageStatus::Resolved;
         let p = payload(&config("http://x"), &m);
-        assert_eq!(
-            p["blocks"][0]["text"]["text"],
-            ":white_check_mark: [RESOLVED] Disk almost full"
-        );
-        assert!(p["text"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with(":white_check_mark: [RESOLVED] Disk almost full"));
+        assert_eq!(p["blocks"][0]["text"]["text"], ":white_check_mark: [RESOLVED] Disk almost full");
+        assert!(p["text"].as_str().unwrap_or("").starts_with(":white_check_mark: [RESOLVED] Disk almost full"));
     }
 
     #[test]
@@ -434,36 +381,18 @@ mod tests {
         let mut m = message();
         m.title = "<script>&".into();
         m.text = "<!channel> & <https://evil|click>".into();
-        m.fields = vec![Field {
-            name: "a<b".into(),
-            value: "x>y&z".into(),
-        }];
+        m.fields = vec![Field { name: "a<b".into(), value: "x>y&z".into() }];
         m.events = vec![event("k", "src<1>")];
         let p = payload(&config("http://x"), &m);
-        assert_eq!(
-            p["blocks"][0]["text"]["text"],
-            ":warning: &lt;script&gt;&amp;"
-        );
-        assert_eq!(
-            p["blocks"][1]["text"]["text"],
-            "&lt;!channel&gt; &amp; &lt;https://evil|click&gt;"
-        );
-        assert_eq!(
-            p["blocks"][2]["fields"][0]["text"],
-            "*a&lt;b*\nx&gt;y&amp;z"
-        );
+        assert_eq!(p["blocks"][0]["text"]["text"], ":warning: &lt;script&gt;&amp;");
+        assert_eq!(p["blocks"][1]["text"]["text"], "&lt;!channel&gt; &amp; &lt;https://evil|click&gt;");
+        assert_eq!(p["blocks"][2]["fields"][0]["text"], "*a&lt;b*\nx&gt;y&amp;z");
         assert!(context_text(&p).contains("*source:* src&lt;1&gt;"));
         let text = p["text"].as_str().unwrap_or("");
-        assert!(
-            !text.contains('<') && !text.contains("<!channel>"),
-            "{text}"
-        );
+        assert!(!text.contains('<') && !text.contains("<!channel>"), "{text}");
         // Only the three entities: an apostrophe stays as it is.
         m.text = "it's \"fine\"".into();
-        assert_eq!(
-            payload(&config("http://x"), &m)["blocks"][1]["text"]["text"],
-            "it's \"fine\""
-        );
+        assert_eq!(payload(&config("http://x"), &m)["blocks"][1]["text"]["text"], "it's \"fine\"");
     }
 
     #[test]
@@ -471,11 +400,7 @@ mod tests {
         let mut m = message();
         m.link = Some("https://x.example/a|b>c<d e".into());
         let p = payload(&config("http://x"), &m);
-        assert!(
-            context_text(&p).contains("<https://x.example/a%7Cb%3Ec%3Cd%20e|Open>"),
-            "{}",
-            context_text(&p)
-        );
+        assert!(context_text(&p).contains("<https://x.example/a%7Cb%3Ec%3Cd%20e|Open>"), "{}", context_text(&p));
     }
 
     #[test]
@@ -488,10 +413,7 @@ mod tests {
         assert_eq!(fake_slack::validate(&p), Ok(()));
         let header = p["blocks"][0]["text"]["text"].as_str().unwrap_or("");
         assert_eq!(header.chars().count(), MAX_HEADER_CHARS);
-        assert!(
-            header.starts_with(":rotating_light: TTT") && header.ends_with('…'),
-            "{header}"
-        );
+        assert!(header.starts_with(":rotating_light: TTT") && header.ends_with('…'), "{header}");
         let section = p["blocks"][1]["text"]["text"].as_str().unwrap_or("");
         assert_eq!(section.chars().count(), MAX_SECTION_CHARS);
         assert!(section.ends_with(TRUNCATION_MARKER));
@@ -502,11 +424,7 @@ mod tests {
         let p = payload(&config("http://x"), &m);
         let text = p["text"].as_str().unwrap_or("");
         assert_eq!(text.chars().count(), MAX_FALLBACK_CHARS);
-        assert!(
-            text.ends_with(&format!("{TRUNCATION_MARKER}\n…and 12 more")),
-            "{}",
-            &text[text.len() - 40..]
-        );
+        assert!(text.ends_with(&format!("{TRUNCATION_MARKER}\n…and 12 more")), "{}", &text[text.len() - 40..]);
         m.truncated = 0;
 
         // Escaping happens before counting, and an entity is never cut in half.
@@ -514,18 +432,9 @@ mod tests {
         let p = payload(&config("http://x"), &m);
         let section = p["blocks"][1]["text"]["text"].as_str().unwrap_or("");
         assert!(section.chars().count() <= MAX_SECTION_CHARS);
-        assert!(
-            section
-                .trim_end_matches(TRUNCATION_MARKER)
-                .ends_with("&amp;"),
-            "{}",
-            &section[section.len() - 30..]
-        );
+        assert!(section.trim_end_matches(TRUNCATION_MARKER).ends_with("&amp;"), "{}", &section[section.len() - 30..]);
 
-        m.fields = vec![Field {
-            name: "big".into(),
-            value: "v".repeat(5000),
-        }];
+        m.fields = vec![Field { name: "big".into(), value: "v".repeat(5000) }];
         let p = payload(&config("http://x"), &m);
         let field = p["blocks"][2]["fields"][0]["text"].as_str().unwrap_or("");
         assert_eq!(field.chars().count(), MAX_FIELD_CHARS);
@@ -535,26 +444,14 @@ mod tests {
     #[test]
     fn splits_fields_and_caps_blocks() {
         let mut m = message();
-        m.fields = (0..23)
-            .map(|i| Field {
-                name: format!("f{i}"),
-                value: format!("v{i}"),
-            })
-            .collect();
+        m.fields = (0..23).map(|i| Field { name: format!("f{i}"), value: format!("v{i}") }).collect();
         let p = payload(&config("http://x"), &m);
         assert_eq!(fake_slack::validate(&p), Ok(()));
-        let sizes: Vec<usize> = block_of(&p, "section")
-            .iter()
-            .filter_map(|s| s["fields"].as_array().map(Vec::len))
-            .collect();
+        let sizes: Vec<usize> =
+            block_of(&p, "section").iter().filter_map(|s| s["fields"].as_array().map(Vec::len)).collect();
         assert_eq!(sizes, [10, 10, 3]);
 
-        m.fields = (0..1000)
-            .map(|i| Field {
-                name: format!("f{i}"),
-                value: "v".into(),
-            })
-            .collect();
+        m.fields = (0..1000).map(|i| Field { name: format!("f{i}"), value: "v".into() }).collect();
         m.truncated = 7;
         let p = payload(&config("http://x"), &m);
         assert_eq!(fake_slack::validate(&p), Ok(()));
@@ -591,18 +488,8 @@ mod tests {
         let mut m = message();
         let p = payload(&c, &m);
         assert_eq!(
-            (
-                &p["username"],
-                &p["icon_emoji"],
-                &p["icon_url"],
-                &p["channel"]
-            ),
-            (
-                &json!("tocsin"),
-                &json!(":bell:"),
-                &json!("https://x/icon.png"),
-                &json!("#default")
-            )
+            (&p["username"], &p["icon_emoji"], &p["icon_url"], &p["channel"]),
+            (&json!("tocsin"), &json!(":bell:"), &json!("https://x/icon.png"), &json!("#default"))
         );
         m.channel = Some("#ops".into());
         assert_eq!(payload(&c, &m)["channel"], "#ops");
@@ -616,10 +503,7 @@ mod tests {
     }
 
     fn client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("a client")
+        reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("a client")
     }
 
     #[tokio::test]
@@ -627,18 +511,10 @@ mod tests {
         let fake = FakeSlack::start().await;
         let notifier = SlackWebhook::new(config(&fake.hook_url("ops")), client());
         let mut m = message();
-        m.fields = (0..25)
-            .map(|i| Field {
-                name: format!("f{i}"),
-                value: "<v>".repeat(900),
-            })
-            .collect();
+        m.fields = (0..25).map(|i| Field { name: format!("f{i}"), value: "<v>".repeat(900) }).collect();
         m.text = "y".repeat(10_000);
         m.title = "z".repeat(300);
-        notifier
-            .send(&m)
-            .await
-            .expect("Slack accepts the clamped message");
+        notifier.send(&m).await.expect("Slack accepts the clamped message");
         let got = fake.messages("ops");
         assert_eq!(got, vec![payload(&config("unused"), &m)]);
     }
@@ -651,17 +527,9 @@ mod tests {
         let m = message();
 
         let cases: [(Mode, bool, &str); 4] = [
-            (
-                Mode::Archived,
-                false,
-                "slack answered 410 channel_is_archived",
-            ),
+            (Mode::Archived, false, "slack answered 410 channel_is_archived"),
             (Mode::Revoked, false, "slack answered 403 invalid_token"),
-            (
-                Mode::ServerError(Some(1)),
-                true,
-                "slack answered 500 rollup_error",
-            ),
+            (Mode::ServerError(Some(1)), true, "slack answered 500 rollup_error"),
             (Mode::DropConnections(1), true, "slack request failed"),
         ];
         for (mode, retryable, expected) in cases {
@@ -674,13 +542,7 @@ mod tests {
         fake.set_mode("ops", Mode::Normal);
         notifier.send(&m).await.expect("back to normal");
 
-        fake.set_rate_limit(
-            "ops",
-            Some(RateLimit {
-                per_second: 0.5,
-                burst: 1,
-            }),
-        );
+        fake.set_rate_limit("ops", Some(RateLimit { per_second: 0.5, burst: 1 }));
         notifier.send(&m).await.expect("the burst allows one");
         let e = notifier.send(&m).await.expect_err("rate limited");
         assert_eq!(
@@ -693,10 +555,7 @@ mod tests {
         assert_eq!(fake.rate_limited_count("ops"), 1);
         fake.set_rate_limit("ops", None);
 
-        let dead = SlackWebhook::new(
-            config(&format!("{}/services/T1/B1/nope", fake.base_url())),
-            client(),
-        );
+        let dead = SlackWebhook::new(config(&format!("{}/services/T1/B1/nope", fake.base_url())), client());
         let e = dead.send(&m).await.expect_err("no such hook");
         assert_eq!(e, NotifyError::permanent("slack answered 404 no_service"));
 
@@ -708,20 +567,11 @@ mod tests {
     /// Sends a raw body through the same classification as the notifier.
     async fn notifier_post_raw(url: &str, body: &'static str) -> NotifyError {
         let secrets = Secrets::new(&Secret::new(url), None);
-        let response = client()
-            .post(url)
-            .body(body)
-            .send()
-            .await
-            .expect("an answer");
+        let response = client().post(url).body(body).send().await.expect("an answer");
         let status = response.status();
         let headers = response.headers().clone();
         let detail = slack_error_string(&error_body(response, &secrets).await);
-        classify_status(
-            status,
-            &headers,
-            format!("slack answered {} {detail}", status.as_u16()),
-        )
+        classify_status(status, &headers, format!("slack answered {} {detail}", status.as_u16()))
     }
 
     #[tokio::test]
@@ -729,18 +579,9 @@ mod tests {
         let fake = FakeSlack::start().await;
         let url = fake.hook_url("slow");
         fake.set_latency("slow", Duration::from_millis(500));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(100))
-            .build()
-            .expect("a client");
-        let e = SlackWebhook::new(config(&url), http)
-            .send(&message())
-            .await
-            .expect_err("too slow");
-        assert!(
-            e.is_retryable() && e.to_string().contains("timed out"),
-            "{e}"
-        );
+        let http = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().expect("a client");
+        let e = SlackWebhook::new(config(&url), http).send(&message()).await.expect_err("too slow");
+        assert!(e.is_retryable() && e.to_string().contains("timed out"), "{e}");
     }
 
     #[tokio::test]
@@ -750,41 +591,20 @@ mod tests {
         let token = url.rsplit('/').next().unwrap_or_default().to_string();
         assert_eq!(token.len(), 24);
         let mut errors = Vec::new();
-        for mode in [
-            Mode::Archived,
-            Mode::Revoked,
-            Mode::ServerError(Some(1)),
-            Mode::DropConnections(1),
-        ] {
+        for mode in [Mode::Archived, Mode::Revoked, Mode::ServerError(Some(1)), Mode::DropConnections(1)] {
             fake.set_mode("ops", mode);
-            errors.push(
-                SlackWebhook::new(config(&url), client())
-                    .send(&message())
-                    .await
-                    .expect_err("fails"),
-            );
+            errors.push(SlackWebhook::new(config(&url), client()).send(&message()).await.expect_err("fails"));
         }
         fake.set_mode("ops", Mode::Normal);
         fake.set_latency("ops", Duration::from_millis(300));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(50))
-            .build()
-            .expect("a client");
-        errors.push(
-            SlackWebhook::new(config(&url), http)
-                .send(&message())
-                .await
-                .expect_err("timeout"),
-        );
+        let http = reqwest::Client::builder().timeout(Duration::from_millis(50)).build().expect("a client");
+        errors.push(SlackWebhook::new(config(&url), http).send(&message()).await.expect_err("timeout"));
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
         let refused = format!("http://127.0.0.1:{port}/services/T0/B0/{token}");
-        let e = SlackWebhook::new(config(&refused), client())
-            .send(&message())
-            .await
-            .expect_err("refused");
+        let e = SlackWebhook::new(config(&refused), client()).send(&message()).await.expect_err("refused");
         assert!(e.is_retryable(), "{e}");
         errors.push(e);
         errors.push(

@@ -39,11 +39,7 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(name: &str, config: WebhookConfig, http: reqwest::Client) -> Self {
-        Webhook {
-            name: name.to_string(),
-            config,
-            http,
-        }
+        Webhook { name: name.to_string(), config, http }
     }
 }
 
@@ -82,25 +78,15 @@ impl Notifier for Webhook {
     async fn send(&self, message: &Message) -> Result<(), NotifyError> {
         let body = serde_json::to_vec(&payload(&self.name, message))
             .map_err(|e| NotifyError::permanent(format!("cannot encode the webhook body: {e}")))?;
-        let mut request = self
-            .http
-            .post(self.config.url.expose())
-            .header(CONTENT_TYPE, "application/json");
+        let mut request = self.http.post(self.config.url.expose()).header(CONTENT_TYPE, "application/json");
         if let Some(secret) = &self.config.secret {
             let timestamp = Utc::now().timestamp();
             request = request
                 .header(TIMESTAMP_HEADER, timestamp.to_string())
-                .header(
-                    SIGNATURE_HEADER,
-                    sign(secret.expose().as_bytes(), timestamp, &body),
-                );
+                .header(SIGNATURE_HEADER, sign(secret.expose().as_bytes(), timestamp, &body));
         }
         let secrets = Secrets::new(&self.config.url, self.config.secret.as_ref());
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| send_error("webhook", e, &secrets))?;
+        let response = request.body(body).send().await.map_err(|e| send_error("webhook", e, &secrets))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -130,13 +116,7 @@ impl Secrets {
             if let Some(query) = parsed.query() {
                 values.push(query.to_string());
             }
-            values.extend(
-                parsed
-                    .path_segments()
-                    .into_iter()
-                    .flatten()
-                    .map(str::to_string),
-            );
+            values.extend(parsed.path_segments().into_iter().flatten().map(str::to_string));
             if !parsed.password().unwrap_or("").is_empty() {
                 values.extend(parsed.password().map(str::to_string));
             }
@@ -192,16 +172,9 @@ pub(crate) fn send_error(target: &str, err: reqwest::Error, secrets: &Secrets) -
 }
 
 /// 429 waits for `Retry-After`, 5xx retries, every other non-success status is final.
-pub(crate) fn classify_status(
-    status: StatusCode,
-    headers: &HeaderMap,
-    message: String,
-) -> NotifyError {
+pub(crate) fn classify_status(status: StatusCode, headers: &HeaderMap, message: String) -> NotifyError {
     if status == StatusCode::TOO_MANY_REQUESTS {
-        NotifyError::Retryable {
-            message,
-            retry_after: Some(retry_after(headers)),
-        }
+        NotifyError::Retryable { message, retry_after: Some(retry_after(headers)) }
     } else if status.is_server_error() {
         NotifyError::retryable(message)
     } else {
@@ -216,19 +189,13 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// `Retry-After` as seconds or an HTTP date; 1 s when absent or unreadable.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Duration {
-    let Some(value) = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    else {
+    let Some(value) = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::trim) else {
         return DEFAULT_RETRY_AFTER;
     };
     let wait = if let Ok(seconds) = value.parse::<u64>() {
         Duration::from_secs(seconds)
     } else if let Ok(date) = chrono::DateTime::parse_from_rfc2822(value) {
-        (date.with_timezone(&Utc) - Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO)
+        (date.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or(Duration::ZERO)
     } else {
         return DEFAULT_RETRY_AFTER;
     };
@@ -249,11 +216,8 @@ pub(crate) async fn error_body(mut response: reqwest::Response, secrets: &Secret
     }
     bytes.truncate(MAX_BYTES);
     let text = String::from_utf8_lossy(&bytes);
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_CHARS)
-        .collect::<String>();
+    let one_line: String =
+        text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_CHARS).collect::<String>();
     secrets.redact(one_line.trim())
 }
 
@@ -267,9 +231,7 @@ mod tests {
     use crate::testkit::fake_receiver::{FakeReceiver, Reply};
 
     fn message() -> Message {
-        let now = "2026-11-21T16:00:00Z"
-            .parse()
-            .unwrap_or_else(|_| Utc::now());
+        let now = "2026-11-21T16:00:00Z".parse().unwrap_or_else(|_| Utc::now());
         let event = crate::event::parse_event(
             &json!({"kind": "es.cluster.red", "severity": "critical", "labels": {"cluster": "main"}}),
             "",
@@ -296,14 +258,8 @@ mod tests {
     }
 
     fn notifier(url: String, secret: Option<&str>) -> Webhook {
-        let config = WebhookConfig {
-            url: Secret::new(url),
-            secret: secret.map(Secret::new),
-        };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("a client");
+        let config = WebhookConfig { url: Secret::new(url), secret: secret.map(Secret::new) };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("a client");
         Webhook::new("ops-hook", config, http)
     }
 
@@ -327,10 +283,7 @@ mod tests {
         resolved.status = MessageStatus::Resolved;
         resolved.channel = None;
         let p = payload("ops-hook", &resolved);
-        assert_eq!(
-            (p["status"].clone(), p["channel"].clone()),
-            (json!("resolved"), Value::Null)
-        );
+        assert_eq!((p["status"].clone(), p["channel"].clone()), (json!("resolved"), Value::Null));
     }
 
     #[test]
@@ -359,16 +312,12 @@ mod tests {
         assert!((before..=before + 5).contains(&timestamp_value));
 
         // Verify as a receiver would, with the hmac crate directly rather than `sign`.
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(b"hook-signing-secret").expect("any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"hook-signing-secret").expect("any key length");
         mac.update(format!("{timestamp}.").as_bytes());
         mac.update(&request.body);
         let signature = request.header("x-tocsin-signature").expect("a signature");
-        let hex_part = signature
-            .strip_prefix("sha256=")
-            .expect("the sha256= prefix");
-        mac.verify_slice(&hex::decode(hex_part).expect("hex"))
-            .expect("the signature verifies");
+        let hex_part = signature.strip_prefix("sha256=").expect("the sha256= prefix");
+        mac.verify_slice(&hex::decode(hex_part).expect("hex")).expect("the signature verifies");
 
         let body = request.json().expect("a JSON body");
         assert_eq!(body, payload("ops-hook", &m));
@@ -377,10 +326,7 @@ mod tests {
     #[tokio::test]
     async fn unsigned_without_secret() {
         let fake = FakeReceiver::start().await;
-        notifier(fake.url(), None)
-            .send(&message())
-            .await
-            .expect("delivered");
+        notifier(fake.url(), None).send(&message()).await.expect("delivered");
         let request = &fake.requests()[0];
         assert_eq!(request.header("x-tocsin-signature"), None);
         assert_eq!(request.header("x-tocsin-timestamp"), None);
@@ -404,18 +350,11 @@ mod tests {
         let m = message();
         assert_eq!(n.send(&m).await, Ok(()));
         let e = n.send(&m).await.expect_err("429");
-        assert_eq!(
-            (e.is_retryable(), e.retry_after()),
-            (true, Some(Duration::from_secs(7)))
-        );
+        assert_eq!((e.is_retryable(), e.retry_after()), (true, Some(Duration::from_secs(7))));
         assert_eq!(e.to_string(), "webhook answered 429");
         for _ in 0..2 {
             let e = n.send(&m).await.expect_err("429");
-            assert_eq!(
-                e.retry_after(),
-                Some(Duration::from_secs(1)),
-                "the default when the header is unusable"
-            );
+            assert_eq!(e.retry_after(), Some(Duration::from_secs(1)), "the default when the header is unusable");
         }
         let e = n.send(&m).await.expect_err("503");
         assert!(e.is_retryable());
@@ -423,10 +362,7 @@ mod tests {
         let e = n.send(&m).await.expect_err("dropped");
         assert!(e.is_retryable(), "{e}");
         let e = n.send(&m).await.expect_err("404");
-        assert_eq!(
-            e,
-            NotifyError::permanent("webhook answered 404 no such hook")
-        );
+        assert_eq!(e, NotifyError::permanent("webhook answered 404 no such hook"));
         for status in [400, 410] {
             let e = n.send(&m).await.expect_err("4xx");
             assert!(!e.is_retryable(), "{status}: {e}");
@@ -441,22 +377,13 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
         let url = format!("http://127.0.0.1:{port}/hooks/tok-ABCDEFGHIJKLMNOP?key=QUERYSECRET123");
-        let e = notifier(url, Some(secret))
-            .send(&message())
-            .await
-            .expect_err("refused");
+        let e = notifier(url, Some(secret)).send(&message()).await.expect_err("refused");
         assert!(e.is_retryable(), "{e}");
         let fake = FakeReceiver::start().await;
         let echo_url = format!("{}/hooks/tok-ABCDEFGHIJKLMNOP", fake.base_url());
         // A receiver that echoes the URL and the secret back must not get them into our errors.
-        fake.set_replies([Reply::with_body(
-            400,
-            format!("bad request to {echo_url} signed with {secret}"),
-        )]);
-        let e2 = notifier(echo_url.clone(), Some(secret))
-            .send(&message())
-            .await
-            .expect_err("400");
+        fake.set_replies([Reply::with_body(400, format!("bad request to {echo_url} signed with {secret}"))]);
+        let e2 = notifier(echo_url.clone(), Some(secret)).send(&message()).await.expect_err("400");
         for e in [e, e2] {
             for shown in [e.to_string(), format!("{e:?}")] {
                 for leak in ["tok-ABCDEFGHIJKLMNOP", "QUERYSECRET123", secret, "/hooks/"] {
@@ -476,11 +403,7 @@ mod tests {
         assert_eq!(h("30"), Duration::from_secs(30));
         assert_eq!(h(" 2 "), Duration::from_secs(2));
         assert_eq!(h("999999"), MAX_RETRY_AFTER);
-        assert_eq!(
-            h("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Duration::ZERO,
-            "a past date means now"
-        );
+        assert_eq!(h("Wed, 21 Oct 2015 07:28:00 GMT"), Duration::ZERO, "a past date means now");
         assert_eq!(h("-1"), DEFAULT_RETRY_AFTER);
         assert_eq!(retry_after(&HeaderMap::new()), DEFAULT_RETRY_AFTER);
     }

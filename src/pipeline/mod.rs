@@ -8,7 +8,7 @@ mod render;
 mod route;
 
 pub use render::{Renderer, TemplateError};
-pub use route::{CompiledRoute, RouteError};
+pub use route::{compile_globs, CompiledRoute, RouteError};
 
 use crate::config::Config;
 use crate::event::Event;

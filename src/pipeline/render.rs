@@ -71,10 +71,7 @@ impl Renderer {
                 }
             }
         }
-        self.env
-            .get_template(&format!("default.{part}"))
-            .and_then(|t| t.render(ctx))
-            .unwrap_or_default()
+        self.env.get_template(&format!("default.{part}")).and_then(|t| t.render(ctx)).unwrap_or_default()
     }
 
     pub fn render(&self, route: &CompiledRoute, event: &Event) -> Message {
@@ -107,11 +104,8 @@ impl Renderer {
             fields.push(Field { name: name.clone(), value });
         }
 
-        let group_labels = route
-            .group_by
-            .iter()
-            .filter_map(|k| event.labels.get(k).map(|v| (k.clone(), v.clone())))
-            .collect();
+        let group_labels =
+            route.group_by.iter().filter_map(|k| event.labels.get(k).map(|v| (k.clone(), v.clone()))).collect();
 
         Message {
             title,

@@ -98,7 +98,10 @@ impl SqliteStore {
         Ok(SqliteStore { reader, writer_pool, writes })
     }
 
-    async fn write(&self, op: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> WriteOp) -> Result<(), StoreError> {
+    async fn write(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> WriteOp,
+    ) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.writes.send(op(tx)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -371,7 +374,13 @@ impl Store for SqliteStore {
         }
         if let Some(cursor) = &query.cursor {
             let (ts, seq) = decode_cursor(cursor)?;
-            qb.push(" AND (ts < ").push_bind(ts).push(" OR (ts = ").push_bind(ts).push(" AND seq < ").push_bind(seq).push("))");
+            qb.push(" AND (ts < ")
+                .push_bind(ts)
+                .push(" OR (ts = ")
+                .push_bind(ts)
+                .push(" AND seq < ")
+                .push_bind(seq)
+                .push("))");
         }
         if let Some(q) = query.q.as_deref().and_then(fts_query) {
             qb.push(" AND seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ").push_bind(q).push(")");
@@ -390,7 +399,9 @@ impl Store for SqliteStore {
     }
 
     async fn pending_destinations(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT destination FROM outbox WHERE state = 0").fetch_all(&self.reader).await?)
+        Ok(sqlx::query_scalar("SELECT DISTINCT destination FROM outbox WHERE state = 0")
+            .fetch_all(&self.reader)
+            .await?)
     }
 
     async fn pending_deliveries(&self, destination: &str, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -438,7 +449,10 @@ impl Store for SqliteStore {
         )
         .fetch_one(&self.reader)
         .await?;
-        Ok(OutboxCounts { pending: row.try_get::<i64, _>("pending")? as u64, dead: row.try_get::<i64, _>("dead")? as u64 })
+        Ok(OutboxCounts {
+            pending: row.try_get::<i64, _>("pending")? as u64,
+            dead: row.try_get::<i64, _>("dead")? as u64,
+        })
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

@@ -31,28 +31,16 @@ pub enum Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply::Status {
-            status,
-            body: String::new(),
-            retry_after: None,
-        }
+        Reply::Status { status, body: String::new(), retry_after: None }
     }
 
     pub fn with_body(status: u16, body: impl Into<String>) -> Reply {
-        Reply::Status {
-            status,
-            body: body.into(),
-            retry_after: None,
-        }
+        Reply::Status { status, body: body.into(), retry_after: None }
     }
 
     /// A 429 with a `Retry-After` header, given verbatim so malformed values can be tested.
     pub fn rate_limited(retry_after: impl Into<String>) -> Reply {
-        Reply::Status {
-            status: 429,
-            body: String::new(),
-            retry_after: Some(retry_after.into()),
-        }
+        Reply::Status { status: 429, body: String::new(), retry_after: Some(retry_after.into()) }
     }
 }
 
@@ -89,9 +77,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -113,10 +99,7 @@ impl FakeReceiver {
 
     pub async fn try_start() -> io::Result<FakeReceiver> {
         let (count, _) = watch::channel(0usize);
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner::default()),
-            count,
-        });
+        let shared = Arc::new(Shared { inner: Mutex::new(Inner::default()), count });
         let router = Router::new().fallback(receive).with_state(shared.clone());
         let server = LoopbackServer::start(router).await?;
         Ok(FakeReceiver { server, shared })
@@ -170,29 +153,17 @@ async fn receive(
 ) -> Response {
     let reply = {
         let mut inner = shared.lock();
-        inner.requests.push(Request {
-            method,
-            path: uri.path().to_string(),
-            headers,
-            body,
-            at: Instant::now(),
-        });
+        inner.requests.push(Request { method, path: uri.path().to_string(), headers, body, at: Instant::now() });
         inner.script.pop_front()
     };
     shared.count.send_modify(|n| *n += 1);
     match reply {
         None => StatusCode::OK.into_response(),
-        Some(Reply::Status {
-            status,
-            body,
-            retry_after,
-        }) => {
+        Some(Reply::Status { status, body, retry_after }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = (status, body).into_response();
             if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, value);
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
             }
             response
         }
@@ -213,25 +184,12 @@ mod tests {
     #[tokio::test]
     async fn records_and_follows_the_script() {
         let fake = FakeReceiver::start().await;
-        fake.set_replies([
-            Reply::rate_limited("7"),
-            Reply::with_body(500, "boom"),
-            Reply::Drop,
-        ]);
+        fake.set_replies([Reply::rate_limited("7"), Reply::with_body(500, "boom"), Reply::Drop]);
         let client = reqwest::Client::new();
-        let send = || {
-            client
-                .post(fake.url())
-                .header("x-test", "1")
-                .body("{\"a\":1}")
-                .send()
-        };
+        let send = || client.post(fake.url()).header("x-test", "1").body("{\"a\":1}").send();
 
         let r = send().await.expect("an answer");
-        assert_eq!(
-            (r.status().as_u16(), r.headers().get("retry-after").cloned()),
-            (429, Some(HeaderValue::from(7)))
-        );
+        assert_eq!((r.status().as_u16(), r.headers().get("retry-after").cloned()), (429, Some(HeaderValue::from(7))));
         let r = send().await.expect("an answer");
         assert_eq!(r.status().as_u16(), 500);
         assert_eq!(r.text().await.ok().as_deref(), Some("boom"));

@@ -33,19 +33,8 @@ pub const MAX_CONTEXT_ELEMENTS: usize = 10;
 pub const MAX_ATTACHMENTS: usize = 100;
 pub const MAX_BLOCK_ID_CHARS: usize = 255;
 
-const KNOWN_BLOCK_TYPES: &[&str] = &[
-    "actions",
-    "context",
-    "divider",
-    "file",
-    "header",
-    "image",
-    "input",
-    "markdown",
-    "rich_text",
-    "section",
-    "video",
-];
+const KNOWN_BLOCK_TYPES: &[&str] =
+    &["actions", "context", "divider", "file", "header", "image", "input", "markdown", "rich_text", "section", "video"];
 
 /// How one hook answers, apart from its rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,10 +63,7 @@ pub struct RateLimit {
 impl RateLimit {
     /// Slack's documented webhook limit: one per second, with short bursts.
     pub fn slack_default() -> RateLimit {
-        RateLimit {
-            per_second: 1.0,
-            burst: 3,
-        }
+        RateLimit { per_second: 1.0, burst: 3 }
     }
 }
 
@@ -106,19 +92,14 @@ struct Bucket {
 
 impl Bucket {
     fn new(limit: RateLimit) -> Bucket {
-        Bucket {
-            limit,
-            tokens: f64::from(limit.burst),
-            last: Instant::now(),
-        }
+        Bucket { limit, tokens: f64::from(limit.burst), last: Instant::now() }
     }
 
     /// `Ok` takes a token; `Err(seconds)` is how long until one is available.
     fn take(&mut self, now: Instant) -> Result<(), u64> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens =
-            (self.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst.max(1)));
+        self.tokens = (self.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst.max(1)));
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
@@ -161,9 +142,7 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Hooks> {
         // A test that panicked while holding the lock must not hide the rest of the state.
-        self.hooks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.hooks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -187,10 +166,7 @@ impl FakeSlack {
 
     pub async fn try_start() -> io::Result<FakeSlack> {
         let (accepted, _) = watch::channel(0u64);
-        let shared = Arc::new(Shared {
-            hooks: Mutex::new(Hooks::default()),
-            accepted,
-        });
+        let shared = Arc::new(Shared { hooks: Mutex::new(Hooks::default()), accepted });
         let router = Router::new()
             .route("/services/{team}/{service}/{token}", post(incoming_webhook))
             .fallback(|| async { slack_error(StatusCode::NOT_FOUND, "no_service") })
@@ -210,11 +186,7 @@ impl FakeSlack {
             return format!("{}{}", self.base_url(), path);
         }
         hooks.next_id += 1;
-        let token: String = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(24)
-            .map(char::from)
-            .collect();
+        let token: String = rand::thread_rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
         let path = format!("/services/T0TOCSIN00/B{:09}/{token}", hooks.next_id);
         hooks.paths.insert(name.to_string(), path.clone());
         hooks.by_path.insert(
@@ -260,14 +232,12 @@ impl FakeSlack {
     }
 
     pub fn received(&self, name: &str) -> Vec<Received> {
-        self.read_hook(name, |hook| hook.received.clone())
-            .unwrap_or_default()
+        self.read_hook(name, |hook| hook.received.clone()).unwrap_or_default()
     }
 
     /// Every non-200 answer the hook gave, in order (dropped connections are not answers).
     pub fn rejections(&self, name: &str) -> Vec<Rejection> {
-        self.read_hook(name, |hook| hook.rejections.clone())
-            .unwrap_or_default()
+        self.read_hook(name, |hook| hook.rejections.clone()).unwrap_or_default()
     }
 
     pub fn rate_limited_count(&self, name: &str) -> u64 {
@@ -286,18 +256,12 @@ impl FakeSlack {
 
     /// Waits until hook `name` has accepted at least `count` messages; false on timeout.
     pub async fn wait_for(&self, name: &str, count: usize, timeout: Duration) -> bool {
-        self.wait_until(timeout, || {
-            self.read_hook(name, |hook| hook.received.len())
-                .unwrap_or(0)
-                >= count
-        })
-        .await
+        self.wait_until(timeout, || self.read_hook(name, |hook| hook.received.len()).unwrap_or(0) >= count).await
     }
 
     /// Waits until all hooks together have accepted at least `count` messages.
     pub async fn wait_for_total(&self, count: u64, timeout: Duration) -> bool {
-        self.wait_until(timeout, || self.total_accepted() >= count)
-            .await
+        self.wait_until(timeout, || self.total_accepted() >= count).await
     }
 
     pub async fn shutdown(self) {
@@ -353,12 +317,7 @@ async fn incoming_webhook(
     body: Bytes,
 ) -> Response {
     let path = format!("/services/{team}/{service}/{token}");
-    let latency = shared
-        .lock()
-        .by_path
-        .get(&path)
-        .map(|h| h.latency)
-        .unwrap_or_default();
+    let latency = shared.lock().by_path.get(&path).map(|h| h.latency).unwrap_or_default();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -383,18 +342,10 @@ async fn incoming_webhook(
     }
 }
 
-fn judge(
-    hook: &mut Hook,
-    headers: &HeaderMap,
-    body: &[u8],
-    accepted: &watch::Sender<u64>,
-) -> Verdict {
+fn judge(hook: &mut Hook, headers: &HeaderMap, body: &[u8], accepted: &watch::Sender<u64>) -> Verdict {
     hook.requests += 1;
     let reject = |hook: &mut Hook, status: StatusCode, error: &str| {
-        hook.rejections.push(Rejection {
-            status: status.as_u16(),
-            error: error.to_string(),
-        });
+        hook.rejections.push(Rejection { status: status.as_u16(), error: error.to_string() });
         Verdict::Answer(slack_error(status, error))
     };
 
@@ -413,11 +364,7 @@ fn judge(
             }
         }
         Mode::DropConnections(remaining) => {
-            hook.mode = if remaining <= 1 {
-                Mode::Normal
-            } else {
-                Mode::DropConnections(remaining - 1)
-            };
+            hook.mode = if remaining <= 1 { Mode::Normal } else { Mode::DropConnections(remaining - 1) };
             if remaining > 0 {
                 return Verdict::Drop;
             }
@@ -427,18 +374,12 @@ fn judge(
     if let Some(bucket) = hook.bucket.as_mut() {
         if let Err(retry_after) = bucket.take(Instant::now()) {
             hook.rate_limited += 1;
-            hook.rejections.push(Rejection {
-                status: 429,
-                error: "rate_limited".to_string(),
-            });
+            hook.rejections.push(Rejection { status: 429, error: "rate_limited".to_string() });
             return Verdict::Answer(rate_limited(retry_after));
         }
     }
 
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let payload = match parse_body(content_type.as_deref(), body) {
         Some(payload) => payload,
         None => return reject(hook, StatusCode::BAD_REQUEST, "invalid_payload"),
@@ -447,29 +388,19 @@ fn judge(
         return reject(hook, StatusCode::BAD_REQUEST, error);
     }
 
-    hook.received.push(Received {
-        body: payload,
-        content_type,
-        at: Instant::now(),
-        time: Utc::now(),
-    });
+    hook.received.push(Received { body: payload, content_type, at: Instant::now(), time: Utc::now() });
     accepted.send_modify(|n| *n += 1);
     let mut response = (StatusCode::OK, "ok").into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     Verdict::Answer(response)
 }
 
 /// Slack takes JSON, or a form with the JSON in `payload=`, and is lenient about the
 /// Content-Type: a JSON body sent as a form is still read as JSON.
 fn parse_body(content_type: Option<&str>, body: &[u8]) -> Option<Value> {
-    let is_form =
-        content_type.is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let is_form = content_type.is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     let json = if is_form || body.starts_with(b"payload=") {
-        let from_form = url::form_urlencoded::parse(body)
-            .find(|(k, _)| k == "payload")
-            .map(|(_, v)| v.into_owned());
+        let from_form = url::form_urlencoded::parse(body).find(|(k, _)| k == "payload").map(|(_, v)| v.into_owned());
         match from_form {
             Some(payload) => serde_json::from_str::<Value>(&payload).ok()?,
             None => serde_json::from_slice::<Value>(body).ok()?,
@@ -586,9 +517,7 @@ fn text_object(value: &Value, max: usize) -> Result<(), ()> {
 
 fn slack_error(status: StatusCode, error: &str) -> Response {
     let mut response = (status, error.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     response
 }
 
@@ -596,10 +525,7 @@ fn rate_limited(retry_after: u64) -> Response {
     let body = format!(r#"{{"retry_after":{retry_after},"ok":false,"error":"rate_limited"}}"#);
     let mut response = (StatusCode::TOO_MANY_REQUESTS, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     response
 }
@@ -633,24 +559,13 @@ mod tests {
         let url = fake.hook_url("ops");
         assert_eq!(url, fake.hook_url("ops"), "a hook's URL is stable");
         for i in 0..3 {
-            let (status, body, headers) = post(
-                &url,
-                &json!({"text": format!("m{i}")}).to_string(),
-                "application/json",
-            )
-            .await;
+            let (status, body, headers) =
+                post(&url, &json!({"text": format!("m{i}")}).to_string(), "application/json").await;
             assert_eq!((status, body.as_str()), (200, "ok"));
-            assert_eq!(
-                headers.get("content-type").and_then(|v| v.to_str().ok()),
-                Some("text/html")
-            );
+            assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("text/html"));
         }
         assert!(fake.wait_for("ops", 3, Duration::from_secs(1)).await);
-        let texts: Vec<_> = fake
-            .messages("ops")
-            .iter()
-            .map(|m| m["text"].as_str().unwrap_or("").to_string())
-            .collect();
+        let texts: Vec<_> = fake.messages("ops").iter().map(|m| m["text"].as_str().unwrap_or("").to_string()).collect();
         assert_eq!(texts, ["m0", "m1", "m2"]);
         assert_eq!(fake.total_accepted(), 3);
         assert!(!fake.wait_for("ops", 4, Duration::from_millis(50)).await);
@@ -667,10 +582,7 @@ mod tests {
             assert_eq!((status, body.as_str()), (404, "no_service"), "{path}");
         }
         fake.remove_hook("ops");
-        assert_eq!(
-            post_json(&url, &json!({"text": "x"})).await,
-            (404, "no_service".to_string())
-        );
+        assert_eq!(post_json(&url, &json!({"text": "x"})).await, (404, "no_service".to_string()));
     }
 
     #[tokio::test]
@@ -681,17 +593,10 @@ mod tests {
         assert_eq!((status, body.as_str()), (400, "invalid_payload"));
         let (status, body, _) = post(&url, "[1,2]", "application/json").await;
         assert_eq!((status, body.as_str()), (400, "invalid_payload"));
-        assert_eq!(
-            post_json(&url, &json!({"username": "x"})).await,
-            (400, "no_text".to_string())
-        );
-        assert_eq!(
-            post_json(&url, &json!({"text": "", "blocks": []})).await,
-            (400, "no_text".to_string())
-        );
+        assert_eq!(post_json(&url, &json!({"username": "x"})).await, (400, "no_text".to_string()));
+        assert_eq!(post_json(&url, &json!({"text": "", "blocks": []})).await, (400, "no_text".to_string()));
 
-        let section =
-            |text: String| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}});
+        let section = |text: String| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}});
         let invalid = [
             json!({"blocks": vec![section("x".into()); 51]}),
             json!({"blocks": [{"type": "header", "text": {"type": "plain_text", "text": "h".repeat(151)}}]}),
@@ -704,11 +609,7 @@ mod tests {
             json!({"blocks": "nope"}),
         ];
         for payload in invalid {
-            assert_eq!(
-                post_json(&url, &payload).await,
-                (400, "invalid_blocks".to_string()),
-                "{payload}"
-            );
+            assert_eq!(post_json(&url, &payload).await, (400, "invalid_blocks".to_string()), "{payload}");
         }
         let at_limits = json!({"text": "t", "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": "h".repeat(150)}},
@@ -724,31 +625,16 @@ mod tests {
     async fn form_payload_and_lenient_content_type() {
         let fake = FakeSlack::start().await;
         let url = fake.hook_url("ops");
-        let form: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("payload", r#"{"text":"a&b"}"#)
-            .finish();
+        let form: String =
+            url::form_urlencoded::Serializer::new(String::new()).append_pair("payload", r#"{"text":"a&b"}"#).finish();
         let (status, _, _) = post(&url, &form, "application/x-www-form-urlencoded").await;
         assert_eq!(status, 200);
         // curl's default Content-Type with a bare JSON body: Slack still reads the JSON.
-        let (status, _, _) = post(
-            &url,
-            r#"{"text":"bare"}"#,
-            "application/x-www-form-urlencoded",
-        )
-        .await;
+        let (status, _, _) = post(&url, r#"{"text":"bare"}"#, "application/x-www-form-urlencoded").await;
         assert_eq!(status, 200);
-        let (status, body, _) = post(
-            &url,
-            r#"{"username":"x"}"#,
-            "application/x-www-form-urlencoded",
-        )
-        .await;
+        let (status, body, _) = post(&url, r#"{"username":"x"}"#, "application/x-www-form-urlencoded").await;
         assert_eq!((status, body.as_str()), (400, "no_text"));
-        let texts: Vec<_> = fake
-            .messages("ops")
-            .iter()
-            .map(|m| m["text"].clone())
-            .collect();
+        let texts: Vec<_> = fake.messages("ops").iter().map(|m| m["text"].clone()).collect();
         assert_eq!(texts, [json!("a&b"), json!("bare")]);
     }
 
@@ -758,24 +644,12 @@ mod tests {
         let url = fake.hook_url("ops");
         let msg = json!({"text": "x"});
         fake.set_mode("ops", Mode::Archived);
-        assert_eq!(
-            post_json(&url, &msg).await,
-            (410, "channel_is_archived".to_string())
-        );
+        assert_eq!(post_json(&url, &msg).await, (410, "channel_is_archived".to_string()));
         fake.set_mode("ops", Mode::Revoked);
-        assert_eq!(
-            post_json(&url, &msg).await,
-            (403, "invalid_token".to_string())
-        );
+        assert_eq!(post_json(&url, &msg).await, (403, "invalid_token".to_string()));
         fake.set_mode("ops", Mode::ServerError(Some(2)));
-        assert_eq!(
-            post_json(&url, &msg).await,
-            (500, "rollup_error".to_string())
-        );
-        assert_eq!(
-            post_json(&url, &msg).await,
-            (500, "rollup_error".to_string())
-        );
+        assert_eq!(post_json(&url, &msg).await, (500, "rollup_error".to_string()));
+        assert_eq!(post_json(&url, &msg).await, (500, "rollup_error".to_string()));
         assert_eq!(post_json(&url, &msg).await, (200, "ok".to_string()));
         fake.set_mode("ops", Mode::ServerError(None));
         for _ in 0..3 {
@@ -784,12 +658,7 @@ mod tests {
         fake.set_mode("ops", Mode::DropConnections(2));
         let client = reqwest::Client::new();
         for _ in 0..2 {
-            let err = client
-                .post(&url)
-                .json(&msg)
-                .send()
-                .await
-                .expect_err("the connection is dropped");
+            let err = client.post(&url).json(&msg).send().await.expect_err("the connection is dropped");
             assert!(!err.is_status(), "{err}");
         }
         assert_eq!(post_json(&url, &msg).await, (200, "ok".to_string()));
@@ -801,26 +670,14 @@ mod tests {
     async fn rate_limit_answers_429_with_retry_after() {
         let fake = FakeSlack::start().await;
         let url = fake.hook_url("ops");
-        fake.set_rate_limit(
-            "ops",
-            Some(RateLimit {
-                per_second: 1.0,
-                burst: 2,
-            }),
-        );
+        fake.set_rate_limit("ops", Some(RateLimit { per_second: 1.0, burst: 2 }));
         let mut statuses = Vec::new();
         for _ in 0..4 {
             let (status, body, headers) = post(&url, r#"{"text":"x"}"#, "application/json").await;
             if status == 429 {
-                assert_eq!(
-                    headers.get("retry-after").and_then(|v| v.to_str().ok()),
-                    Some("1")
-                );
+                assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
                 let body: Value = serde_json::from_str(&body).expect("a JSON body");
-                assert_eq!(
-                    body,
-                    json!({"retry_after": 1, "ok": false, "error": "rate_limited"})
-                );
+                assert_eq!(body, json!({"retry_after": 1, "ok": false, "error": "rate_limited"}));
             }
             statuses.push(status);
         }
@@ -833,10 +690,7 @@ mod tests {
     #[test]
     fn bucket_refills() {
         let start = Instant::now();
-        let mut bucket = Bucket::new(RateLimit {
-            per_second: 2.0,
-            burst: 1,
-        });
+        let mut bucket = Bucket::new(RateLimit { per_second: 2.0, burst: 1 });
         bucket.last = start;
         assert_eq!(bucket.take(start), Ok(()));
         assert_eq!(bucket.take(start), Err(1));

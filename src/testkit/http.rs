@@ -54,11 +54,7 @@ impl LoopbackServer {
             }
             connections.abort_all();
         });
-        Ok(LoopbackServer {
-            addr,
-            stop: Some(stop_tx),
-            task: Some(task),
-        })
+        Ok(LoopbackServer { addr, stop: Some(stop_tx), task: Some(task) })
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -79,7 +79,8 @@ async fn search_filters_and_pages_newest_first() {
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.search_events(&EventQuery { limit: 7, cursor: cursor.clone(), ..Default::default() }).await.unwrap();
+        let page =
+            store.search_events(&EventQuery { limit: 7, cursor: cursor.clone(), ..Default::default() }).await.unwrap();
         seen.extend(page.items.iter().map(|e| e.id));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -158,8 +159,10 @@ async fn concurrent_writers_share_commits() {
 #[tokio::test]
 async fn prune_removes_old_events_and_their_search_entries() {
     let (_dir, store) = store().await;
-    let old = parse_event(&json!({"kind": "a", "title": "ancient"}), "", "t", "2026-01-01T00:00:00Z".parse().unwrap()).unwrap();
-    let new = parse_event(&json!({"kind": "a", "title": "recent"}), "", "t", "2026-11-21T00:00:00Z".parse().unwrap()).unwrap();
+    let old = parse_event(&json!({"kind": "a", "title": "ancient"}), "", "t", "2026-01-01T00:00:00Z".parse().unwrap())
+        .unwrap();
+    let new = parse_event(&json!({"kind": "a", "title": "recent"}), "", "t", "2026-11-21T00:00:00Z".parse().unwrap())
+        .unwrap();
     store
         .insert_events(vec![NewEvent { event: old, deliveries: vec![] }, NewEvent { event: new, deliveries: vec![] }])
         .await
@@ -168,7 +171,8 @@ async fn prune_removes_old_events_and_their_search_entries() {
     assert_eq!(removed, 1);
     let all = store.search_events(&EventQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(all.items.len(), 1);
-    let hits = store.search_events(&EventQuery { limit: 10, q: Some("ancient".into()), ..Default::default() }).await.unwrap();
+    let hits =
+        store.search_events(&EventQuery { limit: 10, q: Some("ancient".into()), ..Default::default() }).await.unwrap();
     assert!(hits.items.is_empty());
 }
 
