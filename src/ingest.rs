@@ -53,6 +53,16 @@ impl Ingest {
         }
     }
 
+    /// Stores events in the history without notifying anyone (e.g. the 37th occurrence of an
+    /// error already reported): searchable, never sent.
+    pub async fn store_only(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        let count = events.len() as u64;
+        let batch = events.into_iter().map(|event| NewEvent { event, deliveries: Vec::new() }).collect();
+        self.store.insert_events(batch).await?;
+        self.metrics.events_accepted.inc_by(count);
+        Ok(())
+    }
+
     pub fn store(&self) -> &DynStore {
         &self.store
     }
