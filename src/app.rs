@@ -14,14 +14,16 @@ use crate::api::{self, ApiSettings, AppState, KeyRing};
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::notify::delivery::{Delivery, RetryPolicy};
+use crate::notify::delivery::{Delivery, Pacing, RetryPolicy};
 use crate::notify::{build_all, NotifierContext};
-use crate::pipeline::{Pipeline, SharedPipeline};
+use crate::pipeline::{Lifecycle, Pipeline, SharedPipeline};
 use crate::shared::Shared;
 use crate::store::{self, DynStore};
 
 /// How often old events are pruned per `store.retention`.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often repeats and silence expiries are looked for.
+const TICK_EVERY: Duration = Duration::from_secs(1);
 
 /// A daemon that is running; `shutdown` stops it gracefully.
 pub struct Running {
@@ -60,11 +62,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store.clone(),
         build_all(&config.notifiers, &notifier_ctx),
         RetryPolicy::from(&config.delivery),
+        Pacing::from_config(&config),
         metrics.clone(),
         shutdown.clone(),
     );
     let pipeline = SharedPipeline::new(Pipeline::new(&config).context("invalid routes or templates")?);
-    let ingest = Ingest::new(store.clone(), pipeline.clone(), delivery.clone(), metrics.clone());
+    let now = chrono::Utc::now();
+    let recent = now - chrono::Duration::from_std(config.alerts.flap_window.get()).unwrap_or_default();
+    let lifecycle = Lifecycle::new(
+        &config,
+        store.load_alerts(recent).await.context("cannot load alerts")?,
+        store.silences(now).await.context("cannot load silences")?,
+    )
+    .context("invalid inhibit rules or maintenance windows")?;
+    let ingest = Ingest::new(store.clone(), pipeline.clone(), Arc::new(lifecycle), delivery.clone(), metrics.clone());
     let settings = Shared::new(api_settings(&config));
     delivery.resume().await.context("cannot read the outbox")?;
 
@@ -96,6 +107,7 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
     let mut checks_token = shutdown.child_token();
     let mut checks = crate::check::start(&config, parts.ingest.clone(), checks_token.clone());
     let pruner = tokio::spawn(prune_loop(parts.store.clone(), config.store.retention.get(), shutdown.clone()));
+    let ticker = tokio::spawn(tick_loop(parts.ingest.clone(), shutdown.clone()));
 
     let mut current = config;
     loop {
@@ -130,6 +142,7 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
         tracing::warn!("deliveries still pending after the grace period; they stay in the outbox for the next start");
     }
     pruner.abort();
+    ticker.abort();
     parts.store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -151,6 +164,9 @@ fn reload(current: &Config, parts: &Parts) -> Option<Config> {
         Ok(p) => p,
         Err(e) => return failed(e.to_string()),
     };
+    if let Err(e) = parts.ingest.lifecycle().reconfigure(&next) {
+        return failed(e.to_string());
+    }
     if next.store.url != current.store.url || next.server.listen != current.server.listen {
         tracing::warn!("store.url and server.listen take effect only after a restart");
     }
@@ -159,11 +175,25 @@ fn reload(current: &Config, parts: &Parts) -> Option<Config> {
     parts.delivery.reconfigure(
         build_all(&next.notifiers, &NotifierContext::new(next.delivery.timeout.get())),
         RetryPolicy::from(&next.delivery),
+        Pacing::from_config(&next),
     );
     parts.metrics.config_reloads.get_or_create(&crate::metrics::ResultLabel { result: "success".into() }).inc();
     parts.metrics.config_last_reload_successful.set(1);
     tracing::info!(path = %next.path.display(), "configuration reloaded");
     Some(next)
+}
+
+/// Repeats, silences that ended and flapping that settled are due with time alone.
+async fn tick_loop(ingest: Ingest, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = ingest.tick(chrono::Utc::now()).await {
+            tracing::warn!(error = %e, "alert upkeep failed; will retry");
+        }
+    }
 }
 
 async fn prune_loop(store: DynStore, retention: Duration, shutdown: CancellationToken) {

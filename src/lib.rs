@@ -4,6 +4,7 @@
 //! The crate is one library with a thin binary (`src/main.rs`). See `ARCHITECTURE.md` at the
 //! repository root for the bird's-eye view, the path of an event and the invariants.
 
+pub mod alert;
 pub mod api;
 pub mod app;
 pub mod check;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod shared;
+pub mod silence;
 pub mod store;
 pub mod telemetry;
 pub mod testkit;

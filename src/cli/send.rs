@@ -64,7 +64,8 @@ pub async fn run(args: SendArgs) -> ExitCode {
         }
         Some(name) => vec![pipeline.render_direct(name, args.channel.clone(), &event)],
         None => {
-            let mut deliveries = pipeline.deliveries(&event);
+            let mut deliveries =
+                pipeline.deliveries(&event, &mut crate::pipeline::Grouper::default(), event.received_at);
             if let Some(channel) = &args.channel {
                 deliveries.iter_mut().for_each(|d| d.message.channel = Some(channel.clone()));
             }

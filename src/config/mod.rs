@@ -48,6 +48,14 @@ pub struct Config {
     #[serde(default)]
     pub default_route: Option<RouteConfig>,
     #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// While an alert matching a rule's source fires, alerts matching its target are muted.
+    #[serde(default)]
+    pub inhibit_rules: Vec<InhibitRuleConfig>,
+    /// Recurring windows during which matching alerts and events are not notified.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceConfig>,
+    #[serde(default)]
     pub elasticsearch: BTreeMap<String, crate::es::ClusterConfig>,
     #[serde(default)]
     pub checks: Vec<crate::check::CheckConfig>,
@@ -153,6 +161,84 @@ pub struct DeliveryConfig {
     /// Per-request timeout for notifiers that make HTTP requests.
     #[serde(default = "default_delivery_timeout")]
     pub timeout: Dur,
+    /// Per-notifier send rate, overriding the notifier type's default (Slack: 1/s).
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    /// When more messages than this are due for a rate-limited destination, they are folded
+    /// into one summary instead of queueing.
+    #[serde(default = "default_fold_threshold")]
+    pub fold_threshold: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Messages per second in steady state; 0 disables the limit.
+    pub per_second: f64,
+    /// How many may go at once after a quiet spell.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_burst() -> u32 {
+    1
+}
+fn default_fold_threshold() -> usize {
+    5
+}
+
+/// Alert lifecycle settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// State changes within `flap_window` that mark an alert as flapping.
+    #[serde(default = "default_flap_threshold")]
+    pub flap_threshold: usize,
+    #[serde(default = "default_flap_window")]
+    pub flap_window: Dur,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { flap_threshold: default_flap_threshold(), flap_window: default_flap_window() }
+    }
+}
+
+fn default_flap_threshold() -> usize {
+    6
+}
+fn default_flap_window() -> Dur {
+    Dur::secs(600)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitRuleConfig {
+    /// Kind globs of the alerts that inhibit (e.g. `es.unreachable`).
+    pub source_kinds: Vec<String>,
+    /// Kind globs of the alerts that are muted (e.g. `es.index_missing`).
+    pub target_kinds: Vec<String>,
+    /// Labels that must be equal on both (e.g. `cluster`).
+    #[serde(default)]
+    pub equal: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    pub name: String,
+    /// Cron (5 or 6 fields) for when each window starts.
+    pub schedule: String,
+    pub duration: Dur,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// `kind` and label globs; empty mutes everything.
+    #[serde(default)]
+    pub matchers: BTreeMap<String, String>,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
 }
 
 impl Default for DeliveryConfig {
@@ -162,6 +248,8 @@ impl Default for DeliveryConfig {
             backoff_initial: default_backoff_initial(),
             backoff_max: default_backoff_max(),
             timeout: default_delivery_timeout(),
+            rate_limits: BTreeMap::new(),
+            fold_threshold: default_fold_threshold(),
         }
     }
 }
@@ -248,6 +336,8 @@ pub struct RouteConfig {
     pub repeat_interval: Option<Dur>,
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
+    /// Send one summary per period instead of a message per event (`"1h"`).
+    pub digest: Option<Dur>,
     /// minijinja template for the message title; overrides `[templates] title`.
     pub title_template: Option<String>,
     /// minijinja template for the message text; overrides `[templates] text`.

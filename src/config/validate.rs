@@ -24,7 +24,31 @@ pub const VALIDATORS: &[Validator] = &[
     validate_notifiers,
     validate_routes,
     validate_api_keys,
+    crate::pipeline::mute::validate,
+    validate_rate_limits,
 ];
+
+fn validate_rate_limits(config: &Config) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    for (name, limit) in &config.delivery.rate_limits {
+        let path = key_path("delivery.rate_limits", name);
+        if !config.notifiers.contains_key(name) {
+            errors.push((path.clone(), format!("no notifier named {name:?}")));
+        }
+        if !(limit.per_second >= 0.0 && limit.per_second.is_finite()) {
+            errors.push((key_path(&path, "per_second"), "must be a number ≥ 0 (0 turns the limit off)".into()));
+        }
+    }
+    if config.alerts.flap_threshold < 2 {
+        errors.push(("alerts.flap_threshold".into(), "must be at least 2".into()));
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        if route.digest.is_some_and(|d| d.get().is_zero()) {
+            errors.push((key_path(&index_path("routes", i), "digest"), "must be longer than zero".into()));
+        }
+    }
+    errors
+}
 
 /// Returns every problem as `(key path, message)`.
 pub fn validate(config: &Config) -> Result<(), Vec<(String, String)>> {
@@ -254,6 +278,7 @@ mod tests {
             group_interval: None,
             repeat_interval: None,
             continue_matching: false,
+            digest: None,
             title_template: None,
             text_template: None,
         }

@@ -1,5 +1,9 @@
-//! Durable delivery: one worker per destination drains that destination's outbox rows in
+//! Durable delivery: one worker per destination drains that destination's due outbox rows in
 //! order, with exponential backoff and jitter, honouring Retry-After for that destination only.
+//!
+//! Due rows of one group go out as one message. A destination with a rate limit (Slack: one
+//! message per second) is paced so it never provokes a 429 in steady state; when more is due
+//! than the pace allows, everything due is folded into one summary instead of queueing.
 //!
 //! A message leaves the outbox only when its notifier succeeded (delivered) or it is
 //! dead-lettered (permanent error, or retries exhausted): never silently. A crash between the
@@ -7,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::Rng;
@@ -16,15 +20,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Notifier, NotifyError};
-use crate::config::DeliveryConfig;
+use crate::config::{DeliveryConfig, RateLimitConfig};
 use crate::message::Message;
 use crate::metrics::{Metrics, NotifierLabel};
-use crate::store::{DynStore, OutboxEntry};
+use crate::pipeline::fold::{fold, Fold};
+use crate::store::{Batch, BatchSummary, DynStore, OutboxEntry};
 
 /// How long a destination's worker waits for news before looking at the store again: a
 /// safety net, since every write that adds work also wakes the worker.
 const IDLE_POLL: Duration = Duration::from_secs(30);
-const BATCH: u32 = 64;
+/// Rows loaded to write a folded message; the rest are only counted.
+const FOLD_LOAD: u32 = 50;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -81,6 +87,61 @@ pub async fn send_with_retries(
 
 pub type Notifiers = BTreeMap<String, Arc<dyn Notifier>>;
 
+/// How fast each notifier may be sent to, per destination.
+#[derive(Debug, Clone, Default)]
+pub struct Pacing {
+    pub limits: HashMap<String, RateLimitConfig>,
+    /// More due than this on a paced destination → one summary.
+    pub fold_threshold: usize,
+}
+
+impl Pacing {
+    pub fn from_config(config: &crate::config::Config) -> Pacing {
+        let mut limits: HashMap<String, RateLimitConfig> =
+            config.notifiers.iter().filter_map(|(name, n)| n.default_rate_limit().map(|l| (name.clone(), l))).collect();
+        for (name, limit) in &config.delivery.rate_limits {
+            limits.insert(name.clone(), *limit);
+        }
+        limits.retain(|_, l| l.per_second > 0.0);
+        Pacing { limits, fold_threshold: config.delivery.fold_threshold }
+    }
+}
+
+/// A token bucket: `burst` sends at once, then one every `1/per_second`.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(limit: &RateLimitConfig) -> Bucket {
+        Bucket { tokens: limit.burst.max(1) as f64, last: Instant::now() }
+    }
+
+    fn refill(&mut self, limit: &RateLimitConfig) {
+        let now = Instant::now();
+        let burst = limit.burst.max(1) as f64;
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * limit.per_second).min(burst);
+        self.last = now;
+    }
+
+    /// How long until a send is allowed.
+    fn wait(&mut self, limit: &RateLimitConfig) -> Duration {
+        self.refill(limit);
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            // A small margin keeps us clear of the target's own clock.
+            Duration::from_secs_f64((1.0 - self.tokens) / limit.per_second) + Duration::from_millis(20)
+        }
+    }
+
+    fn take(&mut self, limit: &RateLimitConfig) {
+        self.refill(limit);
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+}
+
 /// The handle the rest of the system uses to hand work to delivery.
 #[derive(Clone)]
 pub struct Delivery {
@@ -91,6 +152,7 @@ struct Inner {
     store: DynStore,
     notifiers: RwLock<Arc<Notifiers>>,
     policy: RwLock<RetryPolicy>,
+    pacing: RwLock<Arc<Pacing>>,
     workers: Mutex<HashMap<String, Arc<Notify>>>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -102,6 +164,7 @@ impl Delivery {
         store: DynStore,
         notifiers: Notifiers,
         policy: RetryPolicy,
+        pacing: Pacing,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Delivery {
@@ -110,6 +173,7 @@ impl Delivery {
                 store,
                 notifiers: RwLock::new(Arc::new(notifiers)),
                 policy: RwLock::new(policy),
+                pacing: RwLock::new(Arc::new(pacing)),
                 workers: Mutex::new(HashMap::new()),
                 metrics,
                 shutdown,
@@ -143,11 +207,12 @@ impl Delivery {
         self.inner.tracker.spawn(async move { run_worker(inner, destination, notify).await });
     }
 
-    /// Swaps notifiers and policy after a configuration reload; workers pick them up on their
-    /// next message.
-    pub fn reconfigure(&self, notifiers: Notifiers, policy: RetryPolicy) {
+    /// Swaps notifiers, policy and pacing after a configuration reload; workers pick them up
+    /// on their next message.
+    pub fn reconfigure(&self, notifiers: Notifiers, policy: RetryPolicy, pacing: Pacing) {
         *self.inner.notifiers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(notifiers);
         *self.inner.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        *self.inner.pacing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pacing);
     }
 
     /// Waits for workers to finish what they can after shutdown was requested.
@@ -159,14 +224,29 @@ impl Delivery {
 
 enum Outcome {
     Done,
-    /// Shutdown arrived while waiting to retry; the row stays pending for the next start.
+    /// Shutdown arrived while waiting to retry; the rows stay pending for the next start.
     Interrupted,
 }
 
+/// Sleeps, cutting the wait short on shutdown unless shutdown is already under way (then the
+/// worker is draining and waits as usual, within the grace period).
+async fn pause(shutdown: &CancellationToken, delay: Duration) {
+    if shutdown.is_cancelled() {
+        tokio::time::sleep(delay).await;
+    } else {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+}
+
 async fn run_worker(inner: Arc<Inner>, destination: String, notify: Arc<Notify>) {
+    let mut bucket: Option<Bucket> = None;
     loop {
-        let batch = match inner.store.pending_deliveries(&destination, BATCH).await {
-            Ok(batch) => batch,
+        let now = Utc::now();
+        let mut due = match inner.store.due_deliveries(&destination, now, 2).await {
+            Ok(due) => due,
             Err(err) => {
                 tracing::warn!(destination = %destination, error = %err, "cannot read the outbox; retrying");
                 if sleep_or_shutdown(&inner.shutdown, Duration::from_secs(1)).await {
@@ -175,65 +255,142 @@ async fn run_worker(inner: Arc<Inner>, destination: String, notify: Arc<Notify>)
                 continue;
             }
         };
-        if batch.is_empty() {
-            // Draining on shutdown ends here: nothing left for this destination.
+        if due.is_empty() {
+            // Draining on shutdown ends here: nothing left that is due for this destination.
             if inner.shutdown.is_cancelled() {
                 return;
             }
+            let next = inner.store.next_due(&destination).await.ok().flatten();
+            let idle = next.map_or(IDLE_POLL, |n| (n - now).to_std().unwrap_or(Duration::ZERO).min(IDLE_POLL));
             tokio::select! {
                 _ = notify.notified() => {}
                 _ = inner.shutdown.cancelled() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = tokio::time::sleep(idle) => {}
             }
             continue;
         }
-        for entry in batch {
-            if let Outcome::Interrupted = deliver(&inner, &destination, entry).await {
-                return;
+
+        let head = due.remove(0);
+        let pacing = inner.pacing.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let limit = pacing.limits.get(&head.notifier).copied();
+        if let Some(limit) = &limit {
+            let wait = bucket.get_or_insert_with(|| Bucket::new(limit)).wait(limit);
+            if !wait.is_zero() {
+                pause(&inner.shutdown, wait).await;
+                // More may have become due meanwhile: look again, then fold.
+                continue;
             }
+        }
+
+        let (batch, message) = if due.is_empty() {
+            // The common case: one message due, sent as it is.
+            let batch = Batch {
+                destination: destination.clone(),
+                group_key: Some(head.group_key.clone()),
+                due_by: now,
+                up_to_id: head.id,
+            };
+            let message = head.message.clone();
+            (batch, message)
+        } else {
+            match plan_fold(&inner, &destination, &head, limit.is_some(), pacing.fold_threshold, now).await {
+                Ok(Some(plan)) => plan,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(destination = %destination, error = %err, "cannot read the outbox; retrying");
+                    if sleep_or_shutdown(&inner.shutdown, Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        };
+        if let (Some(limit), Some(bucket)) = (&limit, bucket.as_mut()) {
+            bucket.take(limit);
+        }
+        if let Outcome::Interrupted = deliver(&inner, &head, &batch, &message).await {
+            return;
         }
     }
 }
 
-async fn deliver(inner: &Inner, destination: &str, entry: OutboxEntry) -> Outcome {
-    let mut attempts = entry.attempts;
+/// Chooses what one send covers when several messages are due: the whole backlog when a paced
+/// destination is over its threshold, else the head's group.
+async fn plan_fold(
+    inner: &Inner,
+    destination: &str,
+    head: &OutboxEntry,
+    paced: bool,
+    threshold: usize,
+    now: chrono::DateTime<Utc>,
+) -> Result<Option<(Batch, Message)>, crate::store::StoreError> {
+    let everything = Batch { destination: destination.to_string(), group_key: None, due_by: now, up_to_id: i64::MAX };
+    let mut plan: Option<(Batch, BatchSummary, Fold)> = None;
+    if paced {
+        let summary = inner.store.batch_summary(&everything).await?;
+        if summary.count as usize > threshold {
+            plan = Some((Batch { up_to_id: summary.max_id, ..everything.clone() }, summary, Fold::Backlog));
+        }
+    }
+    let (batch, summary, shape) = match plan {
+        Some(plan) => plan,
+        None => {
+            let group = Batch { group_key: Some(head.group_key.clone()), ..everything };
+            let summary = inner.store.batch_summary(&group).await?;
+            let shape = if head.group_key.ends_with("|digest") { Fold::Digest } else { Fold::Group };
+            (Batch { up_to_id: summary.max_id, ..group }, summary, shape)
+        }
+    };
+    if summary.count == 0 {
+        return Ok(None);
+    }
+    let entries = inner.store.batch_entries(&batch, FOLD_LOAD).await?;
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let message = fold(shape, &entries, &summary);
+    Ok(Some((batch, message)))
+}
+
+async fn deliver(inner: &Inner, head: &OutboxEntry, batch: &Batch, message: &Message) -> Outcome {
+    let mut attempts = head.attempts;
     loop {
-        let notifier = inner.notifiers.read().unwrap_or_else(|e| e.into_inner()).get(&entry.notifier).cloned();
+        let notifier = inner.notifiers.read().unwrap_or_else(|e| e.into_inner()).get(&head.notifier).cloned();
         let Some(notifier) = notifier else {
-            let error = format!("notifier {:?} is no longer configured", entry.notifier);
-            finish_dead(inner, &entry, attempts, &error).await;
+            let error = format!("notifier {:?} is no longer configured", head.notifier);
+            finish_dead(inner, head, batch, attempts, &error).await;
             return Outcome::Done;
         };
         attempts += 1;
-        let result = notifier.send(&entry.message).await;
+        let result = notifier.send(message).await;
         let policy = *inner.policy.read().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(()) => {
                 let now = Utc::now();
-                if let Err(err) = inner.store.mark_delivered(entry.id, now).await {
-                    tracing::warn!(destination, error = %err, "delivered but could not record it; it may be sent again");
+                if let Err(err) = inner.store.mark_delivered(batch, now).await {
+                    tracing::warn!(destination = %batch.destination, error = %err, "delivered but could not record it; it may be sent again");
                 }
-                inner.metrics.delivery(&entry.notifier, "delivered");
-                if let Some(first) = entry.message.events.first() {
+                inner.metrics.delivery(&head.notifier, "delivered");
+                if let Some(first) = message.events.first() {
                     let latency = (now - first.received_at).to_std().unwrap_or_default();
                     inner
                         .metrics
                         .delivery_latency
-                        .get_or_create(&NotifierLabel { notifier: entry.notifier.clone() })
+                        .get_or_create(&NotifierLabel { notifier: head.notifier.clone() })
                         .observe(latency.as_secs_f64());
                 }
                 return Outcome::Done;
             }
             Err(err) if !err.is_retryable() || attempts >= policy.max_attempts => {
-                finish_dead(inner, &entry, attempts, &err.to_string()).await;
+                finish_dead(inner, head, batch, attempts, &err.to_string()).await;
                 return Outcome::Done;
             }
             Err(err) => {
-                inner.metrics.delivery(&entry.notifier, "retried");
+                inner.metrics.delivery(&head.notifier, "retried");
                 let delay = policy.delay(attempts, &err);
-                tracing::info!(destination, attempt = attempts, error = %err, retry_in = ?delay, "delivery failed; will retry");
-                if let Err(store_err) = inner.store.record_attempt(entry.id, attempts, &err.to_string()).await {
-                    tracing::warn!(destination, error = %store_err, "could not record the failed attempt");
+                tracing::info!(destination = %batch.destination, attempt = attempts, error = %err, retry_in = ?delay, "delivery failed; will retry");
+                if let Err(store_err) = inner.store.record_attempt(head.id, attempts, &err.to_string()).await {
+                    tracing::warn!(destination = %batch.destination, error = %store_err, "could not record the failed attempt");
                 }
                 if sleep_or_shutdown(&inner.shutdown, delay).await {
                     return Outcome::Interrupted;
@@ -243,10 +400,10 @@ async fn deliver(inner: &Inner, destination: &str, entry: OutboxEntry) -> Outcom
     }
 }
 
-async fn finish_dead(inner: &Inner, entry: &OutboxEntry, attempts: u32, error: &str) {
-    tracing::warn!(destination = %entry.destination, outbox_id = entry.id, attempts, error, "message dead-lettered");
-    inner.metrics.delivery(&entry.notifier, "dead");
-    if let Err(err) = inner.store.dead_letter(entry.id, attempts, error, Utc::now()).await {
+async fn finish_dead(inner: &Inner, head: &OutboxEntry, batch: &Batch, attempts: u32, error: &str) {
+    tracing::warn!(destination = %batch.destination, outbox_id = head.id, attempts, error, "message dead-lettered");
+    inner.metrics.delivery(&head.notifier, "dead");
+    if let Err(err) = inner.store.dead_letter(batch, attempts, error, Utc::now()).await {
         tracing::error!(error = %err, "could not dead-letter a message; it will be retried");
     }
 }
@@ -271,6 +428,18 @@ mod tests {
             let ceiling = Duration::from_secs(1u64 << (attempt - 1).min(20)).min(Duration::from_secs(60));
             assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?}");
         }
+    }
+
+    #[test]
+    fn bucket_paces_after_the_burst() {
+        let limit = RateLimitConfig { per_second: 1.0, burst: 2 };
+        let mut b = Bucket::new(&limit);
+        assert!(b.wait(&limit).is_zero());
+        b.take(&limit);
+        assert!(b.wait(&limit).is_zero());
+        b.take(&limit);
+        let w = b.wait(&limit);
+        assert!(w > Duration::from_millis(900) && w <= Duration::from_millis(1100), "{w:?}");
     }
 
     #[test]

@@ -68,6 +68,17 @@ pub enum NotifierConfig {
     Webhook(webhook::WebhookConfig),
 }
 
+impl NotifierConfig {
+    /// The target's own posting limit, so the pipeline never provokes a 429 in steady state.
+    /// Slack allows one message per second per webhook (with short bursts, unpublished).
+    pub fn default_rate_limit(&self) -> Option<crate::config::RateLimitConfig> {
+        match self {
+            NotifierConfig::SlackWebhook(_) => Some(crate::config::RateLimitConfig { per_second: 1.0, burst: 1 }),
+            NotifierConfig::Console(_) | NotifierConfig::Webhook(_) => None,
+        }
+    }
+}
+
 /// What notifiers share: an HTTP client and the delivery timeout.
 #[derive(Clone)]
 pub struct NotifierContext {

@@ -4,11 +4,19 @@
 //! [`Message`](crate::message::Message) per destination. No IO happens here; the caller stores
 //! the result in the outbox in the same transaction as the event.
 
+pub mod fold;
+mod group;
+mod lifecycle;
+pub mod mute;
 mod render;
 mod route;
 
+pub use group::{next_period_boundary, Grouper};
+pub use lifecycle::{Due, Lifecycle, Notice};
 pub use render::{Renderer, TemplateError};
 pub use route::{compile_globs, CompiledRoute, RouteError};
+
+use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::event::Event;
@@ -70,14 +78,26 @@ impl Pipeline {
         matched
     }
 
-    /// Every message the event causes, one per matched route.
-    pub fn deliveries(&self, event: &Event) -> Vec<NewDelivery> {
+    /// Every message the event causes, one per matched route, each due when its group's
+    /// timers (or its digest period) say so.
+    pub fn deliveries(&self, event: &Event, grouper: &mut Grouper, now: DateTime<Utc>) -> Vec<NewDelivery> {
         self.matching_routes(event)
             .into_iter()
-            .map(|route| NewDelivery {
-                destination: route.destination(),
-                notifier: route.notifier.clone(),
-                message: self.renderer.render(route, event),
+            .map(|route| {
+                let group_key = route.group_key(event);
+                let destination = route.destination();
+                let not_before = match route.digest {
+                    Some(period) => next_period_boundary(now, period),
+                    None => grouper.schedule(
+                        &format!("{destination}\u{1f}{group_key}"),
+                        route.group_wait,
+                        route.group_interval,
+                        now,
+                    ),
+                };
+                let mut message = self.renderer.render(route, event);
+                message.group_key = group_key.clone();
+                NewDelivery { destination, notifier: route.notifier.clone(), group_key, not_before, message }
             })
             .collect()
     }
@@ -88,6 +108,8 @@ impl Pipeline {
         NewDelivery {
             destination: route.destination(),
             notifier: notifier.to_string(),
+            group_key: "direct".into(),
+            not_before: event.received_at,
             message: self.renderer.render(&route, event),
         }
     }

@@ -119,7 +119,7 @@ impl Renderer {
             fields,
             link: event.link.clone(),
             channel: route.channel.clone(),
-            group_key: format!("{}:{}", route.id, event.fingerprint),
+            group_key: route.group_key(event),
             group_labels,
             events: vec![event.clone()],
             truncated: 0,
@@ -145,6 +145,7 @@ mod tests {
             group_interval: None,
             repeat_interval: None,
             continue_matching: false,
+            digest: None,
             title_template: title.map(str::to_string),
             text_template: None,
         }

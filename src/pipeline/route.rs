@@ -1,6 +1,7 @@
 //! Routing: which routes an event matches.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
@@ -25,8 +26,18 @@ pub struct CompiledRoute {
     pub notifier: String,
     pub channel: Option<String>,
     pub group_by: Vec<String>,
+    pub group_wait: Duration,
+    pub group_interval: Duration,
+    pub repeat_interval: Duration,
+    pub digest: Option<Duration>,
     pub continue_matching: bool,
 }
+
+/// Defaults chosen so that nothing waits: the first message of a group goes at once; what
+/// follows within a minute is folded into one message; a firing alert is repeated every 4h.
+pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(0);
+pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
 
 /// Compiles kind globs: `*` matches any run of characters, dots included (`es.*`).
 pub fn compile_globs(patterns: &[String]) -> Result<Option<GlobSet>, (String, String)> {
@@ -56,6 +67,10 @@ impl CompiledRoute {
             notifier: config.notifier.clone(),
             channel: config.channel.clone(),
             group_by: config.group_by.clone(),
+            group_wait: config.group_wait.map_or(DEFAULT_GROUP_WAIT, |d| d.get()),
+            group_interval: config.group_interval.map_or(DEFAULT_GROUP_INTERVAL, |d| d.get()),
+            repeat_interval: config.repeat_interval.map_or(DEFAULT_REPEAT_INTERVAL, |d| d.get()),
+            digest: config.digest.map(|d| d.get()),
             continue_matching: config.continue_matching,
         })
     }
@@ -70,6 +85,10 @@ impl CompiledRoute {
             notifier: notifier.to_string(),
             channel,
             group_by: Vec::new(),
+            group_wait: Duration::ZERO,
+            group_interval: Duration::ZERO,
+            repeat_interval: DEFAULT_REPEAT_INTERVAL,
+            digest: None,
             continue_matching: false,
         }
     }
@@ -78,6 +97,23 @@ impl CompiledRoute {
         event.severity >= self.min_severity
             && self.kinds.as_ref().is_none_or(|set| set.is_match(&event.kind))
             && self.labels.iter().all(|(k, v)| event.labels.get(k) == Some(v))
+    }
+
+    /// Events of one group are sent together: the digest of the route, the values of its
+    /// `group_by` labels, or (by default) the event's fingerprint.
+    pub fn group_key(&self, event: &Event) -> String {
+        if self.digest.is_some() {
+            return format!("{}|digest", self.id);
+        }
+        if self.group_by.is_empty() {
+            return format!("{}|{}", self.id, event.fingerprint);
+        }
+        let values: Vec<String> = self
+            .group_by
+            .iter()
+            .map(|k| format!("{k}={}", event.labels.get(k).map(String::as_str).unwrap_or("")))
+            .collect();
+        format!("{}|{}", self.id, values.join(","))
     }
 
     /// Ordering and rate-limit pauses apply per destination: one notifier, one channel.
@@ -107,6 +143,7 @@ mod tests {
             group_interval: None,
             repeat_interval: None,
             continue_matching: false,
+            digest: None,
             title_template: None,
             text_template: None,
         };

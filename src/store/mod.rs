@@ -14,8 +14,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::alert::Alert;
 use crate::event::Event;
 use crate::message::Message;
+use crate::silence::Silence;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,18 +52,29 @@ impl From<sqlx::Error> for StoreError {
 /// A message to deliver, written in the same transaction as its event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewDelivery {
-    /// Where it goes: the notifier name, plus `#channel` when the route names one.
-    /// Ordering and pauses (Retry-After) are per destination.
+    /// Where it goes: the notifier name, plus `|channel` when the route names one.
+    /// Ordering and pauses (Retry-After, rate limits) are per destination.
     pub destination: String,
     pub notifier: String,
+    /// Due rows with the same group key are sent together as one message.
+    pub group_key: String,
+    /// Not sent before this instant (group_wait, group_interval, digests).
+    pub not_before: DateTime<Utc>,
     pub message: Message,
 }
 
-/// An event and the deliveries it caused.
+/// An event, the deliveries it caused, and the alert it updated.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub event: Event,
     pub deliveries: Vec<NewDelivery>,
+    pub alert: Option<Alert>,
+}
+
+impl NewEvent {
+    pub fn plain(event: Event, deliveries: Vec<NewDelivery>) -> NewEvent {
+        NewEvent { event, deliveries, alert: None }
+    }
 }
 
 /// A row of the outbox.
@@ -70,11 +83,44 @@ pub struct OutboxEntry {
     pub id: i64,
     pub destination: String,
     pub notifier: String,
+    pub group_key: String,
+    pub not_before: DateTime<Utc>,
     pub message: Message,
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
     /// Set on dead letters: the last error, already free of secrets.
     pub last_error: Option<String>,
+}
+
+/// The due rows of one destination (and one group, when set) that one send settles:
+/// those with `not_before <= due_by` and `id <= up_to_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub destination: String,
+    pub group_key: Option<String>,
+    pub due_by: DateTime<Utc>,
+    pub up_to_id: i64,
+}
+
+/// What a batch holds, counted in the store so a fold of 10,000 rows loads only a few.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub count: u64,
+    pub max_id: i64,
+    /// Kinds by count, largest first.
+    pub by_kind: Vec<(String, u64)>,
+    /// The most frequent users, largest first (at most 5).
+    pub top_users: Vec<(String, u64)>,
+    pub first_at: Option<DateTime<Utc>>,
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+/// A page of firing alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertPage {
+    pub alerts: Vec<Alert>,
+    pub total: u64,
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -112,24 +158,60 @@ pub trait Store: samples::SampleStore + Send + Sync + 'static {
     /// Searches the history, newest first.
     async fn search_events(&self, query: &EventQuery) -> Result<Page<Event>, StoreError>;
 
+    /// Queues deliveries and saves alert state outside an ingest (repeats, silence expiry,
+    /// flapping that settled).
+    async fn enqueue(&self, deliveries: Vec<NewDelivery>, alerts: Vec<Alert>) -> Result<(), StoreError>;
+
     /// Destinations that have undelivered messages (used at start-up to resume delivery).
     async fn pending_destinations(&self) -> Result<Vec<String>, StoreError>;
 
-    /// The oldest undelivered messages of one destination, in order.
-    async fn pending_deliveries(&self, destination: &str, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Due messages of one destination, earliest due first.
+    async fn due_deliveries(
+        &self,
+        destination: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    async fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The messages of a batch, oldest first, at most `limit`.
+    async fn batch_entries(&self, batch: &Batch, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Counts over a batch (every row, however many).
+    async fn batch_summary(&self, batch: &Batch) -> Result<BatchSummary, StoreError>;
+
+    /// When the next pending message of a destination becomes due.
+    async fn next_due(&self, destination: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    async fn mark_delivered(&self, batch: &Batch, at: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Records a failed attempt that will be retried.
     async fn record_attempt(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError>;
 
-    /// Gives up on a message: it stays visible as a dead letter.
-    async fn dead_letter(&self, id: i64, attempts: u32, error: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Gives up on a batch: its rows stay visible as dead letters.
+    async fn dead_letter(&self, batch: &Batch, attempts: u32, error: &str, at: DateTime<Utc>)
+        -> Result<(), StoreError>;
 
     /// Dead letters, newest first; `before` is the id to continue below.
     async fn dead_letters(&self, limit: u32, before: Option<i64>) -> Result<Vec<OutboxEntry>, StoreError>;
 
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
+
+    /// Alerts firing now, or changed since `since` (to rebuild the in-memory state at start).
+    async fn load_alerts(&self, since: DateTime<Utc>) -> Result<Vec<Alert>, StoreError>;
+
+    /// Firing alerts, oldest first, with the total count.
+    async fn firing_alerts(&self, limit: u32, cursor: Option<&str>) -> Result<AlertPage, StoreError>;
+
+    /// The latest event of an alert, for messages that repeat it.
+    async fn alert_event(&self, fingerprint: &str) -> Result<Option<Event>, StoreError>;
+
+    async fn insert_silence(&self, silence: &Silence) -> Result<(), StoreError>;
+
+    /// Every silence that has not ended before `ended_after`, newest first.
+    async fn silences(&self, ended_after: DateTime<Utc>) -> Result<Vec<Silence>, StoreError>;
+
+    /// Ends a silence now; returns it as it is after the change.
+    async fn expire_silence(&self, id: uuid::Uuid, at: DateTime<Utc>) -> Result<Silence, StoreError>;
 
     /// Deletes events received before `before` and delivered or dead outbox rows older than it.
     /// Returns how many events were deleted.

@@ -15,22 +15,32 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{EventQuery, NewEvent, OutboxCounts, OutboxEntry, Page, Store, StoreError};
+use super::{
+    AlertPage, Batch, BatchSummary, EventQuery, NewDelivery, NewEvent, OutboxCounts, OutboxEntry, Page, Store,
+    StoreError,
+};
+use crate::alert::Alert;
 use crate::event::Event;
 use crate::message::Message;
+use crate::silence::Silence;
 
 /// Work the writer task performs; everything in one round shares a transaction.
 enum WriteOp {
-    Insert(Vec<NewEvent>, oneshot::Sender<Result<(), StoreError>>),
-    Delivered { id: i64, at: i64, done: oneshot::Sender<Result<(), StoreError>> },
-    Attempt { id: i64, attempts: u32, error: String, done: oneshot::Sender<Result<(), StoreError>> },
-    Dead { id: i64, attempts: u32, error: String, at: i64, done: oneshot::Sender<Result<(), StoreError>> },
+    Insert(Vec<NewEvent>, Done),
+    Enqueue { deliveries: Vec<NewDelivery>, alerts: Vec<Alert>, done: Done },
+    Delivered { batch: Batch, at: i64, done: Done },
+    Attempt { id: i64, attempts: u32, error: String, done: Done },
+    Dead { batch: Batch, attempts: u32, error: String, at: i64, done: Done },
+    Silence { silence: Silence, done: Done },
 }
+
+type Done = oneshot::Sender<Result<(), StoreError>>;
 
 impl WriteOp {
     fn weight(&self) -> usize {
         match self {
             WriteOp::Insert(events, _) => events.len(),
+            WriteOp::Enqueue { deliveries, alerts, .. } => deliveries.len() + alerts.len(),
             _ => 1,
         }
     }
@@ -38,9 +48,11 @@ impl WriteOp {
     fn reply(self, result: Result<(), StoreError>) {
         let done = match self {
             WriteOp::Insert(_, done)
+            | WriteOp::Enqueue { done, .. }
             | WriteOp::Delivered { done, .. }
             | WriteOp::Attempt { done, .. }
-            | WriteOp::Dead { done, .. } => done,
+            | WriteOp::Dead { done, .. }
+            | WriteOp::Silence { done, .. } => done,
         };
         let _ = done.send(result);
     }
@@ -161,12 +173,19 @@ async fn apply_round(conn: &mut SqliteConnection, round: &[WriteOp]) -> Result<(
     for op in round {
         match op {
             WriteOp::Insert(..) => {}
-            WriteOp::Delivered { id, at, .. } => {
-                sqlx::query("UPDATE outbox SET state = 1, updated_at = ?, attempts = attempts + 1 WHERE id = ?")
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?;
+            WriteOp::Enqueue { deliveries, alerts, .. } => {
+                let rows: Vec<(Option<i64>, &NewDelivery)> = deliveries.iter().map(|d| (None, d)).collect();
+                insert_deliveries(conn, &rows).await?;
+                for alert in alerts {
+                    save_alert(conn, alert, None).await?;
+                }
+            }
+            WriteOp::Delivered { batch, at, .. } => {
+                let mut qb =
+                    QueryBuilder::<Sqlite>::new("UPDATE outbox SET state = 1, attempts = attempts + 1, updated_at = ");
+                qb.push_bind(*at);
+                push_batch_filter(&mut qb, batch);
+                qb.build().execute(&mut *conn).await?;
             }
             WriteOp::Attempt { id, attempts, error, .. } => {
                 sqlx::query("UPDATE outbox SET attempts = ?, last_error = ?, updated_at = ? WHERE id = ?")
@@ -177,15 +196,72 @@ async fn apply_round(conn: &mut SqliteConnection, round: &[WriteOp]) -> Result<(
                     .execute(&mut *conn)
                     .await?;
             }
-            WriteOp::Dead { id, attempts, error, at, .. } => {
-                sqlx::query("UPDATE outbox SET state = 2, attempts = ?, last_error = ?, updated_at = ? WHERE id = ?")
-                    .bind(*attempts as i64)
-                    .bind(error)
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?;
+            WriteOp::Dead { batch, attempts, error, at, .. } => {
+                let mut qb = QueryBuilder::<Sqlite>::new("UPDATE outbox SET state = 2, attempts = ");
+                qb.push_bind(*attempts as i64).push(", last_error = ").push_bind(error.as_str());
+                qb.push(", updated_at = ").push_bind(*at);
+                push_batch_filter(&mut qb, batch);
+                qb.build().execute(&mut *conn).await?;
             }
+            WriteOp::Silence { silence, .. } => {
+                sqlx::query(
+                    "INSERT INTO silences (id, starts_at, ends_at, body) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (id) DO UPDATE SET starts_at = excluded.starts_at, ends_at = excluded.ends_at, body = excluded.body",
+                )
+                .bind(silence.id.to_string())
+                .bind(micros(silence.starts_at))
+                .bind(micros(silence.ends_at))
+                .bind(serde_json::to_string(silence).expect("silences serialize"))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ` WHERE …` selecting the pending rows of a batch.
+fn push_batch_filter(qb: &mut QueryBuilder<'_, Sqlite>, batch: &Batch) {
+    qb.push(" WHERE state = 0 AND destination = ").push_bind(batch.destination.clone());
+    qb.push(" AND not_before <= ").push_bind(micros(batch.due_by));
+    qb.push(" AND id <= ").push_bind(batch.up_to_id);
+    if let Some(group) = &batch.group_key {
+        qb.push(" AND group_key = ").push_bind(group.clone());
+    }
+}
+
+async fn save_alert(conn: &mut SqliteConnection, alert: &Alert, event: Option<&Event>) -> Result<(), StoreError> {
+    let body = serde_json::to_string(alert).expect("alerts serialize");
+    let status = if alert.is_firing() { 0i64 } else { 1 };
+    match event {
+        Some(event) => {
+            sqlx::query(
+                "INSERT INTO alerts (fingerprint, status, started_at, updated_at, body, event) VALUES (?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (fingerprint) DO UPDATE SET status = excluded.status, started_at = excluded.started_at, \
+                 updated_at = excluded.updated_at, body = excluded.body, event = excluded.event",
+            )
+            .bind(&alert.fingerprint)
+            .bind(status)
+            .bind(micros(alert.started_at))
+            .bind(micros(alert.updated_at))
+            .bind(body)
+            .bind(serde_json::to_string(event).expect("events serialize"))
+            .execute(&mut *conn)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO alerts (fingerprint, status, started_at, updated_at, body) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (fingerprint) DO UPDATE SET status = excluded.status, started_at = excluded.started_at, \
+                 updated_at = excluded.updated_at, body = excluded.body",
+            )
+            .bind(&alert.fingerprint)
+            .bind(status)
+            .bind(micros(alert.started_at))
+            .bind(micros(alert.updated_at))
+            .bind(body)
+            .execute(&mut *conn)
+            .await?;
         }
     }
     Ok(())
@@ -254,27 +330,44 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> Res
         at += chunk;
     }
 
+    let deliveries: Vec<(Option<i64>, &NewDelivery)> =
+        events.iter().zip(&rows).flat_map(|(e, row)| e.deliveries.iter().map(move |d| (Some(row.seq), d))).collect();
+    insert_deliveries(conn, &deliveries).await?;
+    for e in events {
+        if let Some(alert) = &e.alert {
+            save_alert(conn, alert, Some(&e.event)).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_deliveries(
+    conn: &mut SqliteConnection,
+    deliveries: &[(Option<i64>, &NewDelivery)],
+) -> Result<(), StoreError> {
     let now = micros(Utc::now());
-    let deliveries: Vec<(i64, String, &super::NewDelivery)> = events
-        .iter()
-        .zip(&rows)
-        .flat_map(|(e, row)| {
-            e.deliveries
-                .iter()
-                .map(move |d| (row.seq, serde_json::to_string(&d.message).expect("messages serialize"), d))
-        })
-        .collect();
+    let messages: Vec<String> =
+        deliveries.iter().map(|(_, d)| serde_json::to_string(&d.message).expect("messages serialize")).collect();
     let mut at = 0;
     for chunk in chunked(deliveries.len()) {
-        let mut qb =
-            QueryBuilder::<Sqlite>::new("INSERT INTO outbox (destination, notifier, event_seq, message, created_at) ");
-        qb.push_values(&deliveries[at..at + chunk], |mut b, (seq, message, d)| {
-            b.push_bind(d.destination.as_str())
-                .push_bind(d.notifier.as_str())
-                .push_bind(*seq)
-                .push_bind(message.as_str())
-                .push_bind(now);
-        });
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO outbox (destination, notifier, group_key, not_before, kind, user, event_seq, message, created_at) ",
+        );
+        qb.push_values(
+            deliveries[at..at + chunk].iter().zip(&messages[at..at + chunk]),
+            |mut b, ((seq, d), message)| {
+                let first = d.message.events.first();
+                b.push_bind(d.destination.as_str())
+                    .push_bind(d.notifier.as_str())
+                    .push_bind(d.group_key.as_str())
+                    .push_bind(micros(d.not_before))
+                    .push_bind(first.map(|e| e.kind.as_str()).unwrap_or(""))
+                    .push_bind(first.and_then(|e| e.user.as_deref()))
+                    .push_bind(*seq)
+                    .push_bind(message.as_str())
+                    .push_bind(now);
+            },
+        );
         qb.build().execute(&mut *conn).await?;
         at += chunk;
     }
@@ -329,6 +422,9 @@ fn decode_cursor(cursor: &str) -> Result<(i64, i64), StoreError> {
     Ok((ts.parse().map_err(|_| StoreError::InvalidCursor)?, seq.parse().map_err(|_| StoreError::InvalidCursor)?))
 }
 
+const OUTBOX_COLUMNS: &str =
+    "id, destination, notifier, group_key, not_before, message, attempts, created_at, last_error";
+
 fn outbox_entry(row: &sqlx::sqlite::SqliteRow) -> Result<OutboxEntry, StoreError> {
     let message: String = row.try_get("message")?;
     let message: Message =
@@ -337,6 +433,8 @@ fn outbox_entry(row: &sqlx::sqlite::SqliteRow) -> Result<OutboxEntry, StoreError
         id: row.try_get("id")?,
         destination: row.try_get("destination")?,
         notifier: row.try_get("notifier")?,
+        group_key: row.try_get("group_key")?,
+        not_before: from_micros(row.try_get("not_before")?),
         message,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         created_at: from_micros(row.try_get("created_at")?),
@@ -398,26 +496,84 @@ impl Store for SqliteStore {
         Ok(Page { items, next_cursor })
     }
 
+    async fn enqueue(&self, deliveries: Vec<NewDelivery>, alerts: Vec<Alert>) -> Result<(), StoreError> {
+        if deliveries.is_empty() && alerts.is_empty() {
+            return Ok(());
+        }
+        self.write(|done| WriteOp::Enqueue { deliveries, alerts, done }).await
+    }
+
     async fn pending_destinations(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT DISTINCT destination FROM outbox WHERE state = 0")
             .fetch_all(&self.reader)
             .await?)
     }
 
-    async fn pending_deliveries(&self, destination: &str, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, destination, notifier, message, attempts, created_at, last_error FROM outbox \
-             WHERE state = 0 AND destination = ? ORDER BY id LIMIT ?",
-        )
+    async fn due_deliveries(
+        &self,
+        destination: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 0 AND destination = ? AND not_before <= ? \
+             ORDER BY not_before, id LIMIT ?"
+        ))
         .bind(destination)
+        .bind(micros(now))
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(outbox_entry).collect()
     }
 
-    async fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.write(|done| WriteOp::Delivered { id, at: micros(at), done }).await
+    async fn batch_entries(&self, batch: &Batch, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox"));
+        push_batch_filter(&mut qb, batch);
+        qb.push(" ORDER BY id LIMIT ").push_bind(limit as i64);
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(outbox_entry).collect()
+    }
+
+    async fn batch_summary(&self, batch: &Batch) -> Result<BatchSummary, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT kind, COUNT(*) AS n, MAX(id) AS max_id, MIN(created_at) AS first_at, MAX(created_at) AS last_at FROM outbox",
+        );
+        push_batch_filter(&mut qb, batch);
+        qb.push(" GROUP BY kind ORDER BY n DESC, kind");
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        let mut summary = BatchSummary::default();
+        for row in &rows {
+            let n = row.try_get::<i64, _>("n")? as u64;
+            summary.count += n;
+            summary.max_id = summary.max_id.max(row.try_get("max_id")?);
+            let first = from_micros(row.try_get("first_at")?);
+            let last = from_micros(row.try_get("last_at")?);
+            summary.first_at = Some(summary.first_at.map_or(first, |f| f.min(first)));
+            summary.last_at = Some(summary.last_at.map_or(last, |l| l.max(last)));
+            summary.by_kind.push((row.try_get("kind")?, n));
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT user, COUNT(*) AS n FROM outbox");
+        push_batch_filter(&mut qb, batch);
+        qb.push(" AND user IS NOT NULL GROUP BY user ORDER BY n DESC, user LIMIT 5");
+        for row in qb.build().fetch_all(&self.reader).await? {
+            summary.top_users.push((row.try_get("user")?, row.try_get::<i64, _>("n")? as u64));
+        }
+        Ok(summary)
+    }
+
+    async fn next_due(&self, destination: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(not_before) FROM outbox WHERE state = 0 AND destination = ?")
+                .bind(destination)
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(next.map(from_micros))
+    }
+
+    async fn mark_delivered(&self, batch: &Batch, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let batch = batch.clone();
+        self.write(|done| WriteOp::Delivered { batch, at: micros(at), done }).await
     }
 
     async fn record_attempt(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError> {
@@ -425,16 +581,21 @@ impl Store for SqliteStore {
         self.write(|done| WriteOp::Attempt { id, attempts, error, done }).await
     }
 
-    async fn dead_letter(&self, id: i64, attempts: u32, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let error = error.to_string();
-        self.write(|done| WriteOp::Dead { id, attempts, error, at: micros(at), done }).await
+    async fn dead_letter(
+        &self,
+        batch: &Batch,
+        attempts: u32,
+        error: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (batch, error) = (batch.clone(), error.to_string());
+        self.write(|done| WriteOp::Dead { batch, attempts, error, at: micros(at), done }).await
     }
 
     async fn dead_letters(&self, limit: u32, before: Option<i64>) -> Result<Vec<OutboxEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, destination, notifier, message, attempts, created_at, last_error FROM outbox \
-             WHERE state = 2 AND id < ? ORDER BY id DESC LIMIT ?",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 2 AND id < ? ORDER BY id DESC LIMIT ?"
+        ))
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit.clamp(1, 1000) as i64)
         .fetch_all(&self.reader)
@@ -453,6 +614,101 @@ impl Store for SqliteStore {
             pending: row.try_get::<i64, _>("pending")? as u64,
             dead: row.try_get::<i64, _>("dead")? as u64,
         })
+    }
+
+    async fn load_alerts(&self, since: DateTime<Utc>) -> Result<Vec<Alert>, StoreError> {
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM alerts WHERE status = 0 OR updated_at >= ?")
+            .bind(micros(since))
+            .fetch_all(&self.reader)
+            .await?;
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(|e| StoreError::Database(format!("corrupt alert: {e}"))))
+            .collect()
+    }
+
+    async fn firing_alerts(&self, limit: u32, cursor: Option<&str>) -> Result<AlertPage, StoreError> {
+        let limit = limit.clamp(1, 1000) as i64;
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE status = 0").fetch_one(&self.reader).await?;
+        let (after_ts, after_fp) = match cursor {
+            Some(c) => {
+                let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(c)
+                    .map_err(|_| StoreError::InvalidCursor)?;
+                let text = String::from_utf8(raw).map_err(|_| StoreError::InvalidCursor)?;
+                let (ts, fp) = text.split_once(':').ok_or(StoreError::InvalidCursor)?;
+                (ts.parse::<i64>().map_err(|_| StoreError::InvalidCursor)?, fp.to_string())
+            }
+            None => (i64::MIN, String::new()),
+        };
+        let rows = sqlx::query(
+            "SELECT started_at, fingerprint, body FROM alerts WHERE status = 0 \
+             AND (started_at > ? OR (started_at = ? AND fingerprint > ?)) ORDER BY started_at, fingerprint LIMIT ?",
+        )
+        .bind(after_ts)
+        .bind(after_ts)
+        .bind(&after_fp)
+        .bind(limit + 1)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut alerts = Vec::new();
+        let mut last = None;
+        for row in rows.iter().take(limit as usize) {
+            let body: String = row.try_get("body")?;
+            alerts.push(serde_json::from_str(&body).map_err(|e| StoreError::Database(format!("corrupt alert: {e}")))?);
+            last = Some((row.try_get::<i64, _>("started_at")?, row.try_get::<String, _>("fingerprint")?));
+        }
+        let next_cursor = if rows.len() as i64 > limit {
+            last.map(|(ts, fp)| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{ts}:{fp}")))
+        } else {
+            None
+        };
+        Ok(AlertPage { alerts, total: total as u64, next_cursor })
+    }
+
+    async fn alert_event(&self, fingerprint: &str) -> Result<Option<Event>, StoreError> {
+        let body: Option<Option<String>> = sqlx::query_scalar("SELECT event FROM alerts WHERE fingerprint = ?")
+            .bind(fingerprint)
+            .fetch_optional(&self.reader)
+            .await?;
+        body.flatten()
+            .map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Database(format!("corrupt event: {e}"))))
+            .transpose()
+    }
+
+    async fn insert_silence(&self, silence: &Silence) -> Result<(), StoreError> {
+        let silence = silence.clone();
+        self.write(|done| WriteOp::Silence { silence, done }).await
+    }
+
+    async fn silences(&self, ended_after: DateTime<Utc>) -> Result<Vec<Silence>, StoreError> {
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM silences WHERE ends_at > ? ORDER BY starts_at DESC, id")
+                .bind(micros(ended_after))
+                .fetch_all(&self.reader)
+                .await?;
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(|e| StoreError::Database(format!("corrupt silence: {e}"))))
+            .collect()
+    }
+
+    async fn expire_silence(&self, id: uuid::Uuid, at: DateTime<Utc>) -> Result<Silence, StoreError> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM silences WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        let mut silence: Silence = serde_json::from_str(&body.ok_or(StoreError::NotFound)?)
+            .map_err(|e| StoreError::Database(format!("corrupt silence: {e}")))?;
+        if silence.ends_at > at {
+            silence.ends_at = at;
+            if silence.starts_at > at {
+                silence.starts_at = at;
+            }
+            self.insert_silence(&silence).await?;
+        }
+        Ok(silence)
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

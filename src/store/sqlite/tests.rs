@@ -19,6 +19,8 @@ fn delivery(destination: &str, e: &Event) -> NewDelivery {
     NewDelivery {
         destination: destination.into(),
         notifier: destination.into(),
+        group_key: e.fingerprint.clone(),
+        not_before: e.received_at,
         message: Message {
             title: e.kind.clone(),
             text: String::new(),
@@ -46,7 +48,7 @@ async fn search_filters_and_pages_newest_first() {
             json!({"kind": kind, "user": user, "title": format!("event number {i}"), "fields": {"plan": if i == 7 {"enterprise"} else {"free"}}}),
             &format!("2026-11-21T10:{i:02}:00Z"),
         );
-        batch.push(NewEvent { event: e, deliveries: vec![] });
+        batch.push(NewEvent::plain(e, vec![]));
     }
     store.insert_events(batch).await.unwrap();
 
@@ -110,7 +112,7 @@ async fn outbox_lifecycle_and_durability() {
         for i in 0..3 {
             let e = event(json!({"kind": "a", "title": format!("m{i}")}), "2026-11-21T10:00:00Z");
             let d = vec![delivery("slack", &e), delivery("ops", &e)];
-            batch.push(NewEvent { event: e, deliveries: d });
+            batch.push(NewEvent::plain(e, d));
         }
         store.insert_events(batch).await.unwrap();
         store.close().await;
@@ -120,15 +122,22 @@ async fn outbox_lifecycle_and_durability() {
     let mut dests = store.pending_destinations().await.unwrap();
     dests.sort();
     assert_eq!(dests, ["ops", "slack"]);
-    let pending = store.pending_deliveries("slack", 10).await.unwrap();
+    let now = Utc::now();
+    let pending = store.due_deliveries("slack", now, 10).await.unwrap();
     let titles: Vec<_> = pending.iter().map(|p| p.message.events[0].title.clone().unwrap()).collect();
     assert_eq!(titles, ["m0", "m1", "m2"], "in order");
+    let one = |e: &OutboxEntry| Batch {
+        destination: "slack".into(),
+        group_key: Some(e.group_key.clone()),
+        due_by: now,
+        up_to_id: e.id,
+    };
 
-    store.mark_delivered(pending[0].id, Utc::now()).await.unwrap();
+    store.mark_delivered(&one(&pending[0]), Utc::now()).await.unwrap();
     store.record_attempt(pending[1].id, 1, "slack answered 500").await.unwrap();
-    store.dead_letter(pending[2].id, 3, "slack answered 410 channel_is_archived", Utc::now()).await.unwrap();
+    store.dead_letter(&one(&pending[2]), 3, "slack answered 410 channel_is_archived", Utc::now()).await.unwrap();
 
-    let left = store.pending_deliveries("slack", 10).await.unwrap();
+    let left = store.due_deliveries("slack", now, 10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].attempts, 1);
     let dead = store.dead_letters(10, None).await.unwrap();
@@ -146,7 +155,7 @@ async fn concurrent_writers_share_commits() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let e = event(json!({"kind": "c", "user": format!("u{i}")}), "2026-11-21T10:00:00Z");
-            store.insert_events(vec![NewEvent { event: e, deliveries: vec![] }]).await
+            store.insert_events(vec![NewEvent::plain(e, vec![])]).await
         }));
     }
     for t in tasks {
@@ -163,10 +172,7 @@ async fn prune_removes_old_events_and_their_search_entries() {
         .unwrap();
     let new = parse_event(&json!({"kind": "a", "title": "recent"}), "", "t", "2026-11-21T00:00:00Z".parse().unwrap())
         .unwrap();
-    store
-        .insert_events(vec![NewEvent { event: old, deliveries: vec![] }, NewEvent { event: new, deliveries: vec![] }])
-        .await
-        .unwrap();
+    store.insert_events(vec![NewEvent::plain(old, vec![]), NewEvent::plain(new, vec![])]).await.unwrap();
     let removed = store.prune("2026-06-01T00:00:00Z".parse().unwrap()).await.unwrap();
     assert_eq!(removed, 1);
     let all = store.search_events(&EventQuery { limit: 10, ..Default::default() }).await.unwrap();
@@ -181,4 +187,94 @@ fn chunking_covers_every_row() {
     for n in [0, 1, 7, 256, 300, 1000, 4096] {
         assert_eq!(chunked(n).iter().sum::<usize>(), n);
     }
+}
+
+#[tokio::test]
+async fn batches_count_and_settle_a_whole_group() {
+    let (_dir, store) = store().await;
+    let t0: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
+    let mut batch = Vec::new();
+    for i in 0..30 {
+        let kind = if i < 20 { "api.error" } else { "api.timeout" };
+        let e = event(json!({"kind": kind, "user": format!("u{}", i % 3)}), "2026-11-21T10:00:00Z");
+        let mut d = delivery("slack", &e);
+        d.group_key = if i % 2 == 0 { "even".into() } else { "odd".into() };
+        d.not_before = if i < 25 { t0 } else { t0 + chrono::Duration::minutes(5) };
+        batch.push(NewEvent::plain(e, vec![d]));
+    }
+    store.insert_events(batch).await.unwrap();
+    let all = Batch { destination: "slack".into(), group_key: None, due_by: t0, up_to_id: i64::MAX };
+    let s = store.batch_summary(&all).await.unwrap();
+    assert_eq!(s.count, 25);
+    assert_eq!(s.by_kind, [("api.error".to_string(), 20), ("api.timeout".to_string(), 5)]);
+    assert_eq!(s.top_users.len(), 3);
+    assert_eq!(store.next_due("slack").await.unwrap(), Some(t0));
+
+    let even = Batch { group_key: Some("even".into()), up_to_id: s.max_id, ..all.clone() };
+    assert_eq!(store.batch_summary(&even).await.unwrap().count, 13);
+    assert_eq!(store.batch_entries(&even, 5).await.unwrap().len(), 5);
+    store.mark_delivered(&even, Utc::now()).await.unwrap();
+    assert_eq!(store.batch_summary(&all).await.unwrap().count, 12);
+    // Not yet due rows are untouched and tell when to look again.
+    store.mark_delivered(&Batch { up_to_id: i64::MAX, ..all.clone() }, Utc::now()).await.unwrap();
+    assert_eq!(store.next_due("slack").await.unwrap(), Some(t0 + chrono::Duration::minutes(5)));
+}
+
+#[tokio::test]
+async fn alerts_and_silences_round_trip() {
+    use crate::alert::Alert;
+    use crate::event::AlertStatus;
+    let (_dir, store) = store().await;
+    let e = event(
+        json!({"kind": "es.unreachable", "status": "firing", "labels": {"cluster": "a"}}),
+        "2026-11-21T10:00:00Z",
+    );
+    let alert = Alert {
+        fingerprint: e.fingerprint.clone(),
+        kind: e.kind.clone(),
+        severity: e.severity,
+        labels: e.labels.clone(),
+        status: AlertStatus::Firing,
+        started_at: e.timestamp,
+        updated_at: e.timestamp,
+        resolved_at: None,
+        title: None,
+        last_event_id: e.id,
+        transitions: vec![],
+        flapping: false,
+        notified: Default::default(),
+        announced: true,
+        muted_by: None,
+        acknowledged_by: None,
+    };
+    store
+        .insert_events(vec![NewEvent { event: e.clone(), deliveries: vec![], alert: Some(alert.clone()) }])
+        .await
+        .unwrap();
+    let page = store.firing_alerts(10, None).await.unwrap();
+    assert_eq!((page.total, page.alerts.len()), (1, 1));
+    assert_eq!(store.alert_event(&alert.fingerprint).await.unwrap().unwrap().id, e.id);
+    let mut resolved = alert.clone();
+    resolved.status = AlertStatus::Resolved;
+    store.enqueue(vec![], vec![resolved]).await.unwrap();
+    assert_eq!(store.firing_alerts(10, None).await.unwrap().total, 0);
+    // The event saved with the alert survives a state-only save.
+    assert!(store.alert_event(&alert.fingerprint).await.unwrap().is_some());
+
+    let now = Utc::now();
+    let silence = Silence {
+        id: uuid::Uuid::now_v7(),
+        matchers: [("kind".to_string(), "es.*".to_string())].into(),
+        starts_at: now,
+        ends_at: now + chrono::Duration::hours(2),
+        comment: "maintenance".into(),
+        created_by: "ops".into(),
+        created_at: now,
+    };
+    store.insert_silence(&silence).await.unwrap();
+    assert_eq!(store.silences(now).await.unwrap().len(), 1);
+    let expired = store.expire_silence(silence.id, now + chrono::Duration::minutes(1)).await.unwrap();
+    assert!(!expired.is_active(now + chrono::Duration::minutes(2)));
+    assert!(store.silences(now + chrono::Duration::minutes(2)).await.unwrap().is_empty());
+    assert!(matches!(store.expire_silence(uuid::Uuid::nil(), now).await, Err(StoreError::NotFound)));
 }

@@ -1,0 +1,387 @@
+//! The alert lifecycle: which events change an alert's state, and which changes deserve a
+//! notification (fired, resolved, repeated, unmuted, flapping, settled).
+//!
+//! `Lifecycle` holds the state that outlives one request — the alerts, the grouping timers,
+//! the muting rules — behind one lock that is never held across IO. The caller (`ingest`)
+//! persists what it returns in the same transaction as the events.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::group::Grouper;
+use super::mute::{MuteConfigError, Muting};
+use super::Pipeline;
+use crate::alert::Alert;
+use crate::config::{AlertsConfig, Config};
+use crate::event::{AlertStatus, Event};
+use crate::silence::Silence;
+use crate::store::{NewDelivery, NewEvent};
+
+/// What an alert's latest change asks us to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    Quiet,
+    Fired,
+    Resolved,
+    /// It changed state too often: say so once, then keep quiet until it settles.
+    Flapping,
+    /// Still firing, and a destination has not heard of it for `repeat_interval`.
+    Repeat,
+}
+
+struct State {
+    alerts: HashMap<String, Alert>,
+    grouper: Grouper,
+    muting: Muting,
+    settings: AlertsConfig,
+}
+
+pub struct Lifecycle {
+    state: Mutex<State>,
+}
+
+/// A notification the periodic tick wants to send; the event it is about must be loaded
+/// from the store first.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub fingerprint: String,
+    pub notice: Notice,
+    /// For repeats: only these destinations.
+    pub destinations: Option<Vec<String>>,
+}
+
+fn chrono_of(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// An event carrying only what routing looks at, for alerts whose event is not at hand.
+fn probe(alert: &Alert) -> Event {
+    Event {
+        id: alert.last_event_id,
+        kind: alert.kind.clone(),
+        severity: alert.severity,
+        title: alert.title.clone(),
+        text: None,
+        user: None,
+        labels: alert.labels.clone(),
+        fields: Default::default(),
+        fingerprint: alert.fingerprint.clone(),
+        status: Some(alert.status),
+        link: None,
+        timestamp: alert.updated_at,
+        received_at: alert.updated_at,
+        source: String::new(),
+    }
+}
+
+impl State {
+    fn observe(&mut self, event: &Event, status: AlertStatus, now: DateTime<Utc>) -> (Alert, Notice) {
+        let previous = self.alerts.get(&event.fingerprint);
+        let was_firing = previous.is_some_and(Alert::is_firing);
+        let old_severity = previous.map(|a| a.severity);
+        let mut alert = previous.cloned().unwrap_or_else(|| Alert {
+            fingerprint: event.fingerprint.clone(),
+            kind: event.kind.clone(),
+            severity: event.severity,
+            labels: event.labels.clone(),
+            status: AlertStatus::Resolved,
+            started_at: event.timestamp,
+            updated_at: now,
+            resolved_at: None,
+            title: None,
+            last_event_id: event.id,
+            transitions: Vec::new(),
+            flapping: false,
+            notified: Default::default(),
+            announced: false,
+            muted_by: None,
+            acknowledged_by: None,
+        });
+        alert.kind = event.kind.clone();
+        alert.severity = event.severity;
+        alert.labels = event.labels.clone();
+        alert.title = event.title.clone().or(alert.title);
+        alert.last_event_id = event.id;
+        alert.updated_at = now;
+
+        let changed = match (was_firing, status) {
+            (false, AlertStatus::Firing) => {
+                alert.status = AlertStatus::Firing;
+                alert.started_at = event.timestamp;
+                alert.resolved_at = None;
+                alert.acknowledged_by = None;
+                true
+            }
+            (true, AlertStatus::Resolved) => {
+                alert.status = AlertStatus::Resolved;
+                alert.resolved_at = Some(event.timestamp);
+                true
+            }
+            _ => false,
+        };
+        let mut notice = match (changed, status) {
+            (true, AlertStatus::Firing) => Notice::Fired,
+            (true, AlertStatus::Resolved) if alert.announced => Notice::Resolved,
+            // Worse than when we last said so: say it again.
+            (false, AlertStatus::Firing) if old_severity.is_some_and(|s| event.severity > s) => Notice::Fired,
+            _ => Notice::Quiet,
+        };
+        if changed {
+            let window = chrono_of(self.settings.flap_window.get());
+            alert.transitions.push(now);
+            alert.transitions.retain(|t| *t + window > now);
+            if alert.flapping {
+                notice = Notice::Quiet;
+            } else if alert.transitions.len() >= self.settings.flap_threshold.max(2) {
+                alert.flapping = true;
+                notice = Notice::Flapping;
+            }
+        }
+        (alert, notice)
+    }
+
+    fn deliveries(
+        &mut self,
+        pipeline: &Pipeline,
+        event: &Event,
+        notice: Notice,
+        now: DateTime<Utc>,
+    ) -> Vec<NewDelivery> {
+        let mut deliveries = pipeline.deliveries(event, &mut self.grouper, now);
+        for d in &mut deliveries {
+            match notice {
+                Notice::Flapping => {
+                    d.message.title = format!("Flapping: {}", d.message.title);
+                    d.message.text = format!(
+                        "{}{}It changed state too often; tocsin stays quiet about it until it settles.",
+                        d.message.text,
+                        if d.message.text.is_empty() { "" } else { "\n" }
+                    );
+                }
+                Notice::Repeat => {
+                    d.message.text =
+                        format!("{}{}Still firing.", d.message.text, if d.message.text.is_empty() { "" } else { "\n" });
+                }
+                _ => {}
+            }
+        }
+        deliveries
+    }
+
+    /// Bookkeeping after notifications were queued for an alert.
+    fn announced(alert: &mut Alert, notice: Notice, deliveries: &[NewDelivery], now: DateTime<Utc>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        for d in deliveries {
+            alert.notified.insert(d.destination.clone(), now);
+        }
+        alert.announced = notice != Notice::Resolved && alert.is_firing() || notice == Notice::Flapping;
+    }
+
+    fn process(&mut self, pipeline: &Pipeline, event: Event, now: DateTime<Utc>) -> NewEvent {
+        let Some(status) = event.status else {
+            let muted = self.muting.muted_by(&event.fingerprint, &event.kind, &event.labels, now).is_some();
+            let deliveries = if muted { Vec::new() } else { pipeline.deliveries(&event, &mut self.grouper, now) };
+            return NewEvent { event, deliveries, alert: None };
+        };
+        let (mut alert, notice) = self.observe(&event, status, now);
+        let deliveries = match notice {
+            Notice::Quiet | Notice::Repeat => Vec::new(),
+            Notice::Fired | Notice::Flapping => {
+                match self.muting.muted_by(&alert.fingerprint, &alert.kind, &alert.labels, now) {
+                    Some(reason) => {
+                        alert.muted_by = Some(reason);
+                        Vec::new()
+                    }
+                    None => {
+                        alert.muted_by = None;
+                        self.deliveries(pipeline, &event, notice, now)
+                    }
+                }
+            }
+            // A resolve that was announced is owed, even when muted since.
+            Notice::Resolved => {
+                alert.muted_by = None;
+                self.deliveries(pipeline, &event, notice, now)
+            }
+        };
+        Self::announced(&mut alert, notice, &deliveries, now);
+        if notice == Notice::Resolved {
+            alert.announced = false;
+        }
+        self.muting.track(&alert);
+        self.alerts.insert(alert.fingerprint.clone(), alert.clone());
+        NewEvent { event, deliveries, alert: Some(alert) }
+    }
+}
+
+impl Lifecycle {
+    pub fn new(config: &Config, alerts: Vec<Alert>, silences: Vec<Silence>) -> Result<Lifecycle, MuteConfigError> {
+        let mut muting = Muting::new(config)?;
+        muting.set_silences(silences);
+        let alerts: HashMap<String, Alert> = alerts.into_iter().map(|a| (a.fingerprint.clone(), a)).collect();
+        muting.retrack(alerts.values());
+        Ok(Lifecycle {
+            state: Mutex::new(State { alerts, grouper: Grouper::default(), muting, settings: config.alerts.clone() }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a reloaded configuration's rules; alerts, timers and silences stay.
+    pub fn reconfigure(&self, config: &Config) -> Result<(), MuteConfigError> {
+        let mut muting = Muting::new(config)?;
+        let mut state = self.lock();
+        muting.set_silences(state.muting.silences().cloned().collect());
+        muting.retrack(state.alerts.values());
+        state.muting = muting;
+        state.settings = config.alerts.clone();
+        Ok(())
+    }
+
+    pub fn set_silences(&self, silences: Vec<Silence>) {
+        self.lock().muting.set_silences(silences);
+    }
+
+    /// Decides, for each event, the alert it updates and the messages it causes.
+    pub fn process(&self, pipeline: &Pipeline, events: Vec<Event>, now: DateTime<Utc>) -> Vec<NewEvent> {
+        let mut state = self.lock();
+        events.into_iter().map(|event| state.process(pipeline, event, now)).collect()
+    }
+
+    /// Forgets in-memory state for these fingerprints after a failed commit; the store still
+    /// has the truth, which `reload_alerts` brings back.
+    pub fn forget(&self, fingerprints: &[String]) {
+        let mut state = self.lock();
+        for fp in fingerprints {
+            state.alerts.remove(fp);
+        }
+    }
+
+    pub fn restore(&self, alerts: Vec<Alert>) {
+        let mut state = self.lock();
+        for alert in alerts {
+            state.muting.track(&alert);
+            state.alerts.insert(alert.fingerprint.clone(), alert);
+        }
+    }
+
+    /// What is owed now without any new event: repeats, alerts whose silence ended, flapping
+    /// that settled. Also updates mute reasons and forgets quiet state. Returns the notices and
+    /// the alerts that changed (to be saved).
+    pub fn due(&self, pipeline: &Pipeline, now: DateTime<Utc>) -> (Vec<Due>, Vec<Alert>) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let window = chrono_of(state.settings.flap_window.get());
+        let mut due = Vec::new();
+        let mut changed = Vec::new();
+        for alert in state.alerts.values_mut() {
+            let mut dirty = false;
+            if alert.flapping && alert.transitions.last().is_none_or(|t| *t + window <= now) {
+                alert.flapping = false;
+                alert.transitions.clear();
+                dirty = true;
+                if alert.is_firing() {
+                    due.push(Due { fingerprint: alert.fingerprint.clone(), notice: Notice::Fired, destinations: None });
+                } else if alert.announced {
+                    due.push(Due {
+                        fingerprint: alert.fingerprint.clone(),
+                        notice: Notice::Resolved,
+                        destinations: None,
+                    });
+                }
+            }
+            if alert.is_firing() && !alert.flapping {
+                let muted = state.muting.muted_by(&alert.fingerprint, &alert.kind, &alert.labels, now);
+                match (&alert.muted_by, muted) {
+                    (Some(_), None) => {
+                        alert.muted_by = None;
+                        dirty = true;
+                        due.push(Due {
+                            fingerprint: alert.fingerprint.clone(),
+                            notice: Notice::Fired,
+                            destinations: None,
+                        });
+                    }
+                    (old, Some(reason)) if old.as_deref() != Some(reason.as_str()) => {
+                        alert.muted_by = Some(reason);
+                        dirty = true;
+                    }
+                    (None, None) if alert.announced => {
+                        let probe = probe(alert);
+                        let stale: Vec<String> = pipeline
+                            .matching_routes(&probe)
+                            .into_iter()
+                            .filter(|r| {
+                                alert
+                                    .notified
+                                    .get(&r.destination())
+                                    .is_some_and(|t| *t + chrono_of(r.repeat_interval) <= now)
+                            })
+                            .map(|r| r.destination())
+                            .collect();
+                        if !stale.is_empty() {
+                            due.push(Due {
+                                fingerprint: alert.fingerprint.clone(),
+                                notice: Notice::Repeat,
+                                destinations: Some(stale),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if dirty {
+                changed.push(alert.clone());
+            }
+        }
+        // Quiet resolved alerts and idle groups need no memory.
+        state.alerts.retain(|_, a| a.is_firing() || a.flapping || a.updated_at + window > now);
+        state.grouper.evict(now, Duration::from_secs(24 * 3600));
+        (due, changed)
+    }
+
+    /// Renders what `due` asked for, now that the events are loaded, and records that the
+    /// destinations were told. Returns the deliveries and the alerts to save.
+    pub fn render_due(
+        &self,
+        pipeline: &Pipeline,
+        due: Vec<(Due, Event)>,
+        now: DateTime<Utc>,
+    ) -> (Vec<NewDelivery>, Vec<Alert>) {
+        let mut state = self.lock();
+        let mut deliveries = Vec::new();
+        let mut alerts = Vec::new();
+        for (d, mut event) in due {
+            let Some(alert) = state.alerts.get(&d.fingerprint).cloned() else { continue };
+            event.status = Some(alert.status);
+            let mut out = state.deliveries(pipeline, &event, d.notice, now);
+            if let Some(only) = &d.destinations {
+                out.retain(|x| only.contains(&x.destination));
+            }
+            let mut alert = alert;
+            State::announced(&mut alert, d.notice, &out, now);
+            if d.notice == Notice::Resolved {
+                alert.announced = false;
+            }
+            state.alerts.insert(alert.fingerprint.clone(), alert.clone());
+            alerts.push(alert);
+            deliveries.extend(out);
+        }
+        (deliveries, alerts)
+    }
+
+    pub fn firing_count(&self) -> usize {
+        self.lock().alerts.values().filter(|a| a.is_firing()).count()
+    }
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

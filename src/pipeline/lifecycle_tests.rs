@@ -1,0 +1,212 @@
+//! Timeline tests: the lifecycle driven with a controlled clock.
+
+use super::*;
+use crate::config::load_str;
+use crate::event::parse_event;
+use crate::message::MessageStatus;
+use serde_json::json;
+
+const BASE: &str = r#"
+[notifiers.team]
+type = "console"
+[[routes]]
+kinds = ["es.*", "svc.*"]
+notifier = "team"
+group_wait = "0s"
+group_interval = "1m"
+repeat_interval = "4h"
+[alerts]
+flap_threshold = 4
+flap_window = "10m"
+[[inhibit_rules]]
+source_kinds = ["es.unreachable"]
+target_kinds = ["es.index_missing"]
+equal = ["cluster"]
+"#;
+
+struct Timeline {
+    config: Config,
+    pipeline: Pipeline,
+    life: Lifecycle,
+    t0: DateTime<Utc>,
+}
+
+impl Timeline {
+    fn new(extra: &str) -> Timeline {
+        let config = load_str(&format!("{BASE}{extra}"), std::path::Path::new("t.toml")).unwrap();
+        let pipeline = Pipeline::new(&config).unwrap();
+        let life = Lifecycle::new(&config, vec![], vec![]).unwrap();
+        Timeline { config, pipeline, life, t0: "2026-11-21T16:00:00Z".parse().unwrap() }
+    }
+
+    fn at(&self, secs: i64) -> DateTime<Utc> {
+        self.t0 + chrono::Duration::seconds(secs)
+    }
+
+    fn send(&self, secs: i64, body: serde_json::Value) -> NewEvent {
+        let now = self.at(secs);
+        let event = parse_event(&body, "", "test", now).unwrap();
+        self.life.process(&self.pipeline, vec![event], now).pop().unwrap()
+    }
+
+    fn due(&self, secs: i64) -> Vec<Due> {
+        self.life.due(&self.pipeline, self.at(secs)).0
+    }
+}
+
+fn alert(kind: &str, cluster: &str, status: &str) -> serde_json::Value {
+    json!({"kind": kind, "status": status, "severity": "error", "labels": {"cluster": cluster}, "title": format!("{kind} on {cluster}")})
+}
+
+#[test]
+fn fire_hold_resolve() {
+    let tl = Timeline::new("");
+    let fired = tl.send(0, alert("es.unreachable", "a", "firing"));
+    assert_eq!(fired.deliveries.len(), 1);
+    assert_eq!(fired.deliveries[0].not_before, tl.at(0), "no grouping delay by default");
+    assert_eq!(fired.deliveries[0].message.status, MessageStatus::Firing);
+    assert!(fired.alert.as_ref().unwrap().announced);
+
+    // Still firing: no new ding.
+    assert!(tl.send(10, alert("es.unreachable", "a", "firing")).deliveries.is_empty());
+
+    // Resolved: told, after the group interval since the last notification.
+    let resolved = tl.send(20, alert("es.unreachable", "a", "resolved"));
+    assert_eq!(resolved.deliveries.len(), 1);
+    assert_eq!(resolved.deliveries[0].message.status, MessageStatus::Resolved);
+    assert_eq!(resolved.deliveries[0].not_before, tl.at(60));
+    assert_eq!(resolved.deliveries[0].group_key, fired.deliveries[0].group_key);
+
+    // A resolve for something never announced says nothing.
+    assert!(tl.send(30, alert("es.unreachable", "zzz", "resolved")).deliveries.is_empty());
+}
+
+#[test]
+fn repeats_while_firing() {
+    let tl = Timeline::new("");
+    tl.send(0, alert("svc.down", "a", "firing"));
+    assert!(tl.due(4 * 3600 - 1).is_empty());
+    let due = tl.due(4 * 3600);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].notice, Notice::Repeat);
+    assert_eq!(due[0].destinations.as_deref(), Some(&["team".to_string()][..]));
+    // Rendering it records the repeat, so the next one is 4h later.
+    let event = parse_event(&alert("svc.down", "a", "firing"), "", "t", tl.at(0)).unwrap();
+    let (deliveries, _) = tl.life.render_due(&tl.pipeline, vec![(due[0].clone(), event)], tl.at(4 * 3600));
+    assert_eq!(deliveries.len(), 1);
+    assert!(deliveries[0].message.text.contains("Still firing"));
+    assert!(tl.due(4 * 3600 + 60).is_empty());
+    assert_eq!(tl.due(8 * 3600).len(), 1);
+}
+
+#[test]
+fn silence_mutes_then_releases() {
+    let tl = Timeline::new("");
+    let silence = Silence {
+        id: uuid::Uuid::now_v7(),
+        matchers: [("kind".to_string(), "svc.*".to_string())].into(),
+        starts_at: tl.at(0),
+        ends_at: tl.at(600),
+        comment: "deploy".into(),
+        created_by: "ops".into(),
+        created_at: tl.at(0),
+    };
+    tl.life.set_silences(vec![silence]);
+    let muted = tl.send(10, alert("svc.down", "a", "firing"));
+    assert!(muted.deliveries.is_empty());
+    assert!(muted.alert.unwrap().muted_by.unwrap().starts_with("silence"));
+    assert!(tl.due(300).is_empty(), "still silenced");
+    // The silence ends while it still fires: now it is told.
+    let due = tl.due(601);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].notice, Notice::Fired);
+}
+
+#[test]
+fn announced_resolve_is_delivered_even_when_silenced_meanwhile() {
+    let tl = Timeline::new("");
+    assert_eq!(tl.send(0, alert("svc.down", "a", "firing")).deliveries.len(), 1);
+    tl.life.set_silences(vec![Silence {
+        id: uuid::Uuid::now_v7(),
+        matchers: [("kind".to_string(), "svc.*".to_string())].into(),
+        starts_at: tl.at(0),
+        ends_at: tl.at(3600),
+        comment: String::new(),
+        created_by: String::new(),
+        created_at: tl.at(0),
+    }]);
+    let resolved = tl.send(100, alert("svc.down", "a", "resolved"));
+    assert_eq!(resolved.deliveries.len(), 1);
+    assert_eq!(resolved.deliveries[0].message.status, MessageStatus::Resolved);
+}
+
+#[test]
+fn flapping_is_told_once_then_settles() {
+    let tl = Timeline::new("");
+    let mut dings = 0;
+    for (i, status) in ["firing", "resolved", "firing", "resolved", "firing", "resolved", "firing"].iter().enumerate() {
+        let out = tl.send(i as i64 * 10, alert("svc.down", "a", status));
+        dings += out.deliveries.len();
+        if i == 3 {
+            assert!(out.alert.as_ref().unwrap().flapping, "4 changes within the window");
+            assert!(out.deliveries[0].message.title.starts_with("Flapping:"));
+        }
+    }
+    // fired, resolved, fired, flapping — then quiet.
+    assert_eq!(dings, 4);
+    assert!(tl.due(300).is_empty(), "still within the window");
+    let settled = tl.due(60 + 600);
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].notice, Notice::Fired, "settled while firing");
+}
+
+#[test]
+fn unreachable_cluster_inhibits_missing_indices_of_that_cluster() {
+    let tl = Timeline::new("");
+    tl.send(0, alert("es.unreachable", "a", "firing"));
+    let muted = tl.send(1, alert("es.index_missing", "a", "firing"));
+    assert!(muted.deliveries.is_empty());
+    assert!(muted.alert.unwrap().muted_by.unwrap().starts_with("inhibited by"));
+    assert_eq!(tl.send(2, alert("es.index_missing", "b", "firing")).deliveries.len(), 1);
+    // Once the cluster is back, the still-missing index is told.
+    tl.send(3, alert("es.unreachable", "a", "resolved"));
+    let due = tl.due(4);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].notice, Notice::Fired);
+}
+
+#[test]
+fn group_wait_gathers_a_group() {
+    let tl = Timeline::new(
+        "[[routes]]\nkinds = [\"db.*\"]\nnotifier = \"team\"\ngroup_by = [\"cluster\"]\ngroup_wait = \"30s\"\ngroup_interval = \"5m\"\n",
+    );
+    let a = tl.send(0, alert("db.slow", "a", "firing"));
+    let b = tl.send(5, json!({"kind": "db.full", "status": "firing", "labels": {"cluster": "a"}}));
+    let c = tl.send(10, alert("db.slow", "b", "firing"));
+    assert_eq!(a.deliveries[0].not_before, tl.at(30));
+    assert_eq!(b.deliveries[0].not_before, tl.at(30));
+    assert_eq!(a.deliveries[0].group_key, b.deliveries[0].group_key);
+    assert_ne!(a.deliveries[0].group_key, c.deliveries[0].group_key);
+    assert_eq!(c.deliveries[0].not_before, tl.at(40));
+    // News for group a after its first notification waits for the group interval.
+    let d = tl.send(60, json!({"kind": "db.down", "status": "firing", "labels": {"cluster": "a"}}));
+    assert_eq!(d.deliveries[0].not_before, tl.at(330));
+}
+
+#[test]
+fn one_off_repeats_fold_and_digests_wait_for_the_period() {
+    let tl = Timeline::new(
+        "[notifiers.stats]\ntype = \"console\"\n[[routes]]\nkinds = [\"stats.*\"]\nnotifier = \"stats\"\ndigest = \"1h\"\n",
+    );
+    let first = tl.send(0, json!({"kind": "svc.payment_failed", "text": "card declined"}));
+    let again = tl.send(5, json!({"kind": "svc.payment_failed", "text": "card declined"}));
+    let other = tl.send(6, json!({"kind": "svc.payment_failed", "text": "expired card"}));
+    assert_eq!(first.deliveries[0].not_before, tl.at(0));
+    assert_eq!(again.deliveries[0].not_before, tl.at(60), "the same event again waits to be counted");
+    assert_eq!(again.deliveries[0].group_key, first.deliveries[0].group_key);
+    assert_eq!(other.deliveries[0].not_before, tl.at(6), "a different event is not held back");
+    let digest = tl.send(7, json!({"kind": "stats.signup"}));
+    assert_eq!(digest.deliveries[0].not_before, "2026-11-21T17:00:00Z".parse::<DateTime<Utc>>().unwrap());
+    assert!(digest.deliveries[0].group_key.ends_with("|digest"));
+    let _ = &tl.config;
+}
