@@ -1,5 +1,6 @@
 //! The HTTP API: the only module that knows HTTP and JSON for the machine interface.
 
+mod alerts;
 mod auth;
 mod deliveries;
 mod error;
@@ -8,9 +9,10 @@ mod ops;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
+pub use alerts::parse_silence;
 pub use auth::{Caller, KeyRing};
 pub use error::ApiError;
 
@@ -35,6 +37,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/events", post(events::post_events).get(events::search_events))
         .route("/api/v1/deliveries/dead", get(deliveries::dead_letters))
+        .route("/api/v1/alerts", get(alerts::list_alerts))
+        .route("/api/v1/silences", post(alerts::create_silence).get(alerts::list_silences))
+        .route("/api/v1/silences/{id}", delete(alerts::expire_silence))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -2,6 +2,7 @@
 
 mod check;
 mod send;
+mod silence;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,11 @@ enum Command {
     },
     /// Deliver one message now, through routing or straight to a notifier
     Send(send::SendArgs),
+    /// Add, list or expire silences (through the running daemon)
+    Silence {
+        #[command(subcommand)]
+        command: silence::SilenceCommand,
+    },
     /// List or run scheduled checks
     Check {
         #[command(subcommand)]
@@ -85,6 +91,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Config { command: ConfigCommand::Check { config } } => config_check(&config.path()),
         Command::Send(args) => send::run(args).await,
         Command::Check { command } => check::run(command).await,
+        Command::Silence { command } => silence::run(command).await,
     }
 }
 
