@@ -305,10 +305,8 @@ async fn run_worker(inner: Arc<Inner>, destination: String, notify: Arc<Notify>)
                 }
             }
         };
-        if let (Some(limit), Some(bucket)) = (&limit, bucket.as_mut()) {
-            bucket.take(limit);
-        }
-        if let Outcome::Interrupted = deliver(&inner, &head, &batch, &message).await {
+        let mut pacer = Pacer { bucket: bucket.as_mut().zip(limit) };
+        if let Outcome::Interrupted = deliver(&inner, &head, &batch, &message, &mut pacer).await {
             return;
         }
     }
@@ -352,9 +350,34 @@ async fn plan_fold(
     Ok(Some((batch, message)))
 }
 
-async fn deliver(inner: &Inner, head: &OutboxEntry, batch: &Batch, message: &Message) -> Outcome {
+/// Paces every attempt, retries included. A send counts from when its answer came back, so
+/// however long the request took to arrive, the next one reaches the target at least a
+/// period after it.
+struct Pacer<'a> {
+    bucket: Option<(&'a mut Bucket, RateLimitConfig)>,
+}
+
+impl Pacer<'_> {
+    async fn ready(&mut self, shutdown: &CancellationToken) {
+        if let Some((bucket, limit)) = self.bucket.as_mut() {
+            let wait = bucket.wait(limit);
+            if !wait.is_zero() {
+                pause(shutdown, wait).await;
+            }
+        }
+    }
+
+    fn spent(&mut self) {
+        if let Some((bucket, limit)) = self.bucket.as_mut() {
+            bucket.take(limit);
+        }
+    }
+}
+
+async fn deliver(inner: &Inner, head: &OutboxEntry, batch: &Batch, message: &Message, pacer: &mut Pacer<'_>) -> Outcome {
     let mut attempts = head.attempts;
     loop {
+        pacer.ready(&inner.shutdown).await;
         let notifier = inner.notifiers.read().unwrap_or_else(|e| e.into_inner()).get(&head.notifier).cloned();
         let Some(notifier) = notifier else {
             let error = format!("notifier {:?} is no longer configured", head.notifier);
@@ -363,6 +386,7 @@ async fn deliver(inner: &Inner, head: &OutboxEntry, batch: &Batch, message: &Mes
         };
         attempts += 1;
         let result = notifier.send(message).await;
+        pacer.spent();
         let policy = *inner.policy.read().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(()) => {
