@@ -32,10 +32,7 @@ fn at(e: &ConfigError) -> (usize, usize) {
 fn the_example_loads_without_any_environment() {
     let config = load(&example_path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.store.url, "sqlite://tocsin.db");
-    assert!(matches!(
-        config.notifiers.get("stdout"),
-        Some(NotifierConfig::Console(_))
-    ));
+    assert!(matches!(config.notifiers.get("stdout"), Some(NotifierConfig::Console(_))));
     assert_eq!(config.routes.len(), 1);
     assert_eq!(config.routes[0].notifier, "stdout");
     assert_eq!(config.api_keys.len(), 1);
@@ -87,10 +84,7 @@ fn the_example_documents_the_contract_s_keys() {
     ] {
         let documented = text.contains(key)
             && (key.starts_with('[')
-                || text.lines().any(|l| {
-                    l.trim_start_matches(['#', ' '])
-                        .starts_with(&format!("{key} ="))
-                }));
+                || text.lines().any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} ="))));
         assert!(documented, "{key} is not documented");
     }
 }
@@ -135,10 +129,7 @@ max_attempts = 0
     let shown: Vec<String> = e.iter().map(|e| e.to_string()).collect();
     assert_eq!(e.len(), 3, "{shown:#?}");
     assert_eq!(at(&e[0]), (3, 12), "{shown:#?}");
-    assert!(
-        shown[0].contains("no notifier named \"nowhere\""),
-        "{shown:#?}"
-    );
+    assert!(shown[0].contains("no notifier named \"nowhere\""), "{shown:#?}");
     assert_eq!(at(&e[1]), (6, 1), "{shown:#?}");
     assert!(shown[1].contains("unknown field `lisen`"), "{shown:#?}");
     assert_eq!(at(&e[2]), (12, 16), "{shown:#?}");
@@ -147,7 +138,8 @@ max_attempts = 0
 
 #[test]
 fn a_bad_duration_points_at_its_value() {
-    let text = "[notifiers.stdout]\ntype = \"console\"\n\n[[routes]]\nnotifier = \"stdout\"\ngroup_wait =   \"5 parsecs\"\n";
+    let text =
+        "[notifiers.stdout]\ntype = \"console\"\n\n[[routes]]\nnotifier = \"stdout\"\ngroup_wait =   \"5 parsecs\"\n";
     let e = errors(text);
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(at(&e[0]), (6, 16));
@@ -165,43 +157,32 @@ fn a_syntax_error_is_one_positioned_error() {
 
 #[test]
 fn a_missing_environment_variable_is_named() {
-    let text = "[[api_keys]]\nname = \"backend\"\nkey = \"${env:TOCSIN_TEST_SURELY_UNSET_1}\"\nscopes = [\"events:write\"]\n";
+    let text =
+        "[[api_keys]]\nname = \"backend\"\nkey = \"${env:TOCSIN_TEST_SURELY_UNSET_1}\"\nscopes = [\"events:write\"]\n";
     let e = match load_str(text, Path::new("t.toml")) {
         Ok(_) => panic!("TOCSIN_TEST_SURELY_UNSET_1 is set?"),
         Err(e) => e.0,
     };
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(at(&e[0]), (3, 7));
-    assert!(
-        e[0].message.contains("TOCSIN_TEST_SURELY_UNSET_1"),
-        "{}",
-        e[0]
-    );
+    assert!(e[0].message.contains("TOCSIN_TEST_SURELY_UNSET_1"), "{}", e[0]);
 }
 
 #[test]
 fn environment_references_may_be_embedded() {
-    let text = "[notifiers.ops]\ntype = \"webhook\"\nurl = \"https://ops.example.com/${env:HOOK_PATH}?a=$${literal}\"\n";
+    let text =
+        "[notifiers.ops]\ntype = \"webhook\"\nurl = \"https://ops.example.com/${env:HOOK_PATH}?a=$${literal}\"\n";
     let env = |name: &str| (name == "HOOK_PATH").then(|| "hooks/tocsin".to_string());
     let config = load_str_with_env(text, Path::new("t.toml"), &env).unwrap();
-    let Some(NotifierConfig::Webhook(hook)) = config.notifiers.get("ops") else {
-        panic!("not a webhook")
-    };
-    assert_eq!(
-        hook.url.expose(),
-        "https://ops.example.com/hooks/tocsin?a=${literal}"
-    );
+    let Some(NotifierConfig::Webhook(hook)) = config.notifiers.get("ops") else { panic!("not a webhook") };
+    assert_eq!(hook.url.expose(), "https://ops.example.com/hooks/tocsin?a=${literal}");
 }
 
 #[test]
 fn file_references_are_read_relative_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("secrets")).unwrap();
-    std::fs::write(
-        dir.path().join("secrets/hook"),
-        "https://hooks.example.com/T0/B0/xyz\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("secrets/hook"), "https://hooks.example.com/T0/B0/xyz\n").unwrap();
     let path = dir.path().join("tocsin.toml");
     std::fs::write(
         &path,
@@ -213,15 +194,9 @@ fn file_references_are_read_relative_to_the_config() {
     assert_eq!(at(&e[0]), (4, 10));
     assert!(e[0].message.contains("secrets/absent"), "{}", e[0]);
 
-    std::fs::write(
-        &path,
-        "[notifiers.ops]\ntype = \"webhook\"\nurl = \"${file:secrets/hook}\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "[notifiers.ops]\ntype = \"webhook\"\nurl = \"${file:secrets/hook}\"\n").unwrap();
     let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let Some(NotifierConfig::Webhook(hook)) = config.notifiers.get("ops") else {
-        panic!("not a webhook")
-    };
+    let Some(NotifierConfig::Webhook(hook)) = config.notifiers.get("ops") else { panic!("not a webhook") };
     assert_eq!(hook.url.expose(), "https://hooks.example.com/T0/B0/xyz");
 }
 

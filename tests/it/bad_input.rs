@@ -1,0 +1,114 @@
+//! Every bad-input case answered with the right status, code and field; nothing lost.
+
+use serde_json::{json, Map, Value};
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
+    let mut opts = Options::new("");
+    opts.server_extra = "max_body_bytes = 65536".into();
+    let d = Daemon::start(opts).await;
+
+    for i in 0..3 {
+        d.accept(&json!({"kind": "good.before", "user": "kept@example.com", "fields": {"i": i}})).await;
+    }
+
+    let many_labels: Map<String, Value> = (0..65).map(|i| (format!("l{i}"), json!("v"))).collect();
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"kind": "batch.item"})).collect();
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("invalid JSON", "{\"kind\": ".into(), "invalid_json", "body"),
+        ("missing kind", json!({"title": "t"}).to_string(), "invalid_event", "kind"),
+        ("kind not a string", json!({"kind": 7}).to_string(), "invalid_event", "kind"),
+        ("bad kind chars", json!({"kind": "Disk Full!"}).to_string(), "invalid_event", "kind"),
+        ("kind > 128", json!({"kind": "k".repeat(129)}).to_string(), "invalid_event", "kind"),
+        ("bad severity", json!({"kind": "a", "severity": "fatal"}).to_string(), "invalid_event", "severity"),
+        ("label not a string", json!({"kind": "a", "labels": {"env": 1}}).to_string(), "invalid_event", "labels.env"),
+        ("labels not an object", json!({"kind": "a", "labels": ["x"]}).to_string(), "invalid_event", "labels"),
+        ("> 64 labels", json!({"kind": "a", "labels": many_labels}).to_string(), "invalid_event", "labels"),
+        ("title > 256", json!({"kind": "a", "title": "t".repeat(257)}).to_string(), "invalid_event", "title"),
+        ("text > 16 KiB", json!({"kind": "a", "text": "x".repeat(16 * 1024 + 1)}).to_string(), "invalid_event", "text"),
+        ("bad timestamp", json!({"kind": "a", "timestamp": "yesterday"}).to_string(), "invalid_event", "timestamp"),
+        ("unknown field", json!({"kind": "a", "colour": "red"}).to_string(), "invalid_event", "colour"),
+        ("batch > 1000", json!({ "events": too_many }).to_string(), "invalid_event", "events"),
+        ("empty batch", json!({"events": []}).to_string(), "invalid_event", "events"),
+        (
+            "one bad event in a batch",
+            json!({"events": [
+                {"kind": "batch.good", "user": "lost@example.com"},
+                {"kind": "batch.good", "user": "lost@example.com"},
+                {"kind": "batch.good", "severity": "loud", "user": "lost@example.com"},
+            ]})
+            .to_string(),
+            "invalid_event",
+            "events[2].severity",
+        ),
+        ("not an object", "[1, 2]".into(), "invalid_event", ""),
+    ];
+    for (what, body, code, field) in &cases {
+        let (status, json, text) = d.post_raw(Some(KEY_RW), body.clone()).await;
+        assert_eq!(status, 400, "{what}: {text}");
+        assert_eq!(json["error"]["code"], *code, "{what}: {text}");
+        if !field.is_empty() {
+            assert_eq!(json["error"]["field"], *field, "{what}: {text}");
+        }
+        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {text}");
+    }
+
+    // Over server.max_body_bytes: 413, with or without a declared length.
+    let big = json!({"kind": "a", "text": "x".repeat(70_000)}).to_string();
+    let (status, json, text) = d.post_raw(Some(KEY_RW), big.clone()).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (413, Some("body_too_large")), "{text}");
+    let status = chunked_post(&d, &big).await;
+    assert_eq!(status, 413, "chunked body over the limit");
+
+    // Bad search parameters.
+    for (query, field) in [
+        ("since=yesterday", "since"),
+        ("until=2026-13-45", "until"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=not-a-cursor", "cursor"),
+    ] {
+        let (status, json, text) = d.get(Some(KEY_RW), &format!("/api/v1/events?{query}")).await;
+        assert_eq!(status, 400, "{query}: {text}");
+        assert_eq!(json["error"]["field"], field, "{query}: {text}");
+        assert!(json["error"]["code"].as_str().is_some_and(|c| c.starts_with("invalid_")), "{query}: {text}");
+    }
+
+    // Still accepting, and nothing else was stored or lost.
+    d.accept(&json!({"kind": "good.after", "user": "kept@example.com"})).await;
+    let (status, all, _) = d.get(Some(KEY_RW), "/api/v1/events?limit=1000").await;
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = all["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["good.after", "good.before", "good.before", "good.before"]);
+    let (_, lost, _) = d.get(Some(KEY_RW), "/api/v1/events?user=lost@example.com").await;
+    assert_eq!(lost["events"].as_array().unwrap().len(), 0, "the refused batch stored nothing: {lost}");
+    assert_eq!(d.metric("tocsin_events_accepted_total").await, Some(4.0));
+}
+
+/// POSTs `body` with `Transfer-Encoding: chunked` (no declared length) over a raw socket.
+async fn chunked_post(d: &Daemon, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", d.port)).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY_RW}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    for chunk in body.as_bytes().chunks(8192) {
+        // The server may answer and close before reading everything.
+        if stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.is_err()
+            || stream.write_all(chunk).await.is_err()
+            || stream.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {answer:?}"))
+}

@@ -1,0 +1,159 @@
+//! Durable delivery: outages, rate limits, crashes and permanent errors.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tocsin::testkit::fake_slack::{FakeSlack, Mode, RateLimit};
+
+use crate::harness::*;
+
+fn two_hooks(slack: &FakeSlack, first: &str, second: &str, max_attempts: u32) -> String {
+    format!(
+        "{}\n{}\n{}\n{}\n{}",
+        fast_delivery(max_attempts),
+        slack_notifier(first, &slack.hook_url(first)),
+        slack_notifier(second, &slack.hook_url(second)),
+        route(first, &format!("kinds = [\"{first}.*\"]")),
+        route(second, &format!("kinds = [\"{second}.*\"]")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_down_then_back_delivers_everything_in_order_without_delaying_others() {
+    let slack = FakeSlack::start().await;
+    slack.set_mode("down", Mode::ServerError(None));
+    let d = Daemon::start(Options::new(two_hooks(&slack, "down", "up", 100))).await;
+
+    let start = Instant::now();
+    for i in 0..20u32 {
+        d.accept(&json!({"kind": "down.event", "title": format!("down {i}"), "fields": {"seq": i.to_string()}})).await;
+        if i % 4 == 0 {
+            let j = i / 4;
+            d.accept(&json!({"kind": "up.event", "title": format!("up {j}"), "fields": {"seq": j.to_string()}})).await;
+        }
+    }
+    // The healthy destination is not held up by the failing one.
+    assert!(slack.wait_for("up", 5, Duration::from_secs(3)).await, "up got {:?}", texts(&slack.messages("up")));
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(seqs(&slack.messages("up")), [0, 1, 2, 3, 4]);
+    assert_eq!(slack.messages("down").len(), 0);
+
+    // Down a little longer, then one round of dropped connections, then back to normal.
+    assert!(eventually(Duration::from_secs(5), || async { slack.request_count("down") >= 4 }).await);
+    let before = slack.request_count("down");
+    slack.set_mode("down", Mode::DropConnections(2));
+    assert!(slack.wait_for("down", 20, Duration::from_secs(10)).await, "down got {:?}", seqs(&slack.messages("down")));
+    assert!(slack.request_count("down") >= before + 2 + 20, "the dropped connections were retried");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seqs(&slack.messages("down")), (0..20).collect::<Vec<_>>());
+    assert_eq!(slack.messages("up").len(), 5);
+    let (_, dead, _) = d.get(Some(KEY_RW), "/api/v1/deliveries/dead").await;
+    assert_eq!(dead["dead_letters"].as_array().map(Vec::len), Some(0), "{dead}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_is_honoured_for_that_hook_only() {
+    let slack = FakeSlack::start().await;
+    slack.set_rate_limit("rl", Some(RateLimit { per_second: 1.0, burst: 2 }));
+    let d = Daemon::start(Options::new(two_hooks(&slack, "rl", "other", 20))).await;
+
+    for i in 0..4u32 {
+        d.accept(&json!({"kind": "rl.event", "fields": {"seq": i.to_string()}})).await;
+    }
+    for i in 0..3u32 {
+        d.accept(&json!({"kind": "other.event", "fields": {"seq": i.to_string()}})).await;
+    }
+    assert!(slack.wait_for("other", 3, Duration::from_secs(3)).await);
+    assert!(slack.wait_for("rl", 4, Duration::from_secs(10)).await, "rl got {:?}", seqs(&slack.messages("rl")));
+    let rl = slack.received("rl");
+    let other = slack.received("other");
+    assert_eq!(seqs(&slack.messages("rl")), [0, 1, 2, 3]);
+    assert_eq!(seqs(&slack.messages("other")), [0, 1, 2]);
+    assert!(slack.rate_limited_count("rl") >= 1);
+    // The third message was refused with Retry-After: 1 right after the second.
+    let gap = rl[2].at.duration_since(rl[1].at);
+    assert!(gap >= Duration::from_millis(950), "retried after {gap:?}, before Retry-After");
+    // The other hook was not paused by rl's Retry-After.
+    assert!(other[2].at < rl[2].at, "other waited for rl's pause");
+    let rejections = slack.rejections("rl");
+    assert!(rejections.iter().all(|r| r.status == 429), "{rejections:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_undelivered_events_delivers_all_after_restart() {
+    let slack = FakeSlack::start().await;
+    slack.set_mode("k", Mode::ServerError(None));
+    let body = format!("{}\n{}\n{}", fast_delivery(1000), slack_notifier("k", &slack.hook_url("k")), route("k", ""));
+    let mut d = Daemon::start(Options::new(body)).await;
+
+    for i in 0..50u32 {
+        d.accept(&json!({"kind": "crash.test", "fields": {"seq": i.to_string()}})).await;
+    }
+    d.signal("KILL");
+    let status = d.wait_exit(Duration::from_secs(5)).await.expect("killed");
+    assert!(!status.success());
+    assert_eq!(slack.messages("k").len(), 0);
+    slack.set_mode("k", Mode::Normal);
+
+    d.launch().await;
+    assert!(slack.wait_for("k", 50, Duration::from_secs(15)).await, "got {:?}", seqs(&slack.messages("k")));
+    // At least once, in order of first appearance.
+    let mut first_seen = Vec::new();
+    for s in seqs(&slack.messages("k")) {
+        if !first_seen.contains(&s) {
+            first_seen.push(s);
+        }
+    }
+    assert_eq!(first_seen, (0..50).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_are_dead_lettered_not_retried_forever() {
+    let slack = FakeSlack::start().await;
+    slack.set_mode("arch", Mode::Archived);
+    slack.set_mode("rev", Mode::Revoked);
+    slack.set_mode("err", Mode::ServerError(None));
+    let mut body = fast_delivery(3);
+    for name in ["arch", "rev", "err"] {
+        body.push_str(&slack_notifier(name, &slack.hook_url(name)));
+        body.push_str(&route(name, &format!("kinds = [\"{name}.*\"]")));
+    }
+    let d = Daemon::start(Options::new(body)).await;
+    for name in ["arch", "rev", "err"] {
+        d.accept(&json!({"kind": format!("{name}.event"), "title": format!("to {name}")})).await;
+    }
+
+    let (_, dead) = d.dead_letters_until(KEY_RW, 3, Duration::from_secs(10)).await;
+    let found = dead.len() >= 3;
+    assert!(found, "dead letters: {dead:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(slack.request_count("arch"), 1, "archived: exactly one attempt");
+    assert_eq!(slack.request_count("rev"), 1, "revoked: exactly one attempt");
+    assert_eq!(slack.request_count("err"), 3, "5xx: max_attempts attempts");
+
+    let by_notifier =
+        |n: &str| dead.iter().find(|e| e["notifier"] == n).unwrap_or_else(|| panic!("no {n} in {dead:?}")).clone();
+    for (name, attempts, error) in
+        [("arch", 1, "channel_is_archived"), ("rev", 1, "invalid_token"), ("err", 3, "rollup_error")]
+    {
+        let entry = by_notifier(name);
+        assert_eq!(entry["attempts"], attempts, "{entry}");
+        assert_eq!(entry["destination"], name, "{entry}");
+        assert!(entry["last_error"].as_str().is_some_and(|e| e.contains(error)), "{entry}");
+        assert!(entry["id"].is_i64() && entry["created_at"].is_string(), "{entry}");
+        assert_eq!(entry["message"]["title"], format!("to {name}"), "{entry}");
+    }
+
+    let metrics = d.metrics().await;
+    for name in ["arch", "rev", "err"] {
+        let line = format!("tocsin_deliveries_total{{notifier=\"{name}\",outcome=\"dead\"}}");
+        assert_eq!(metric_value(&metrics, &line), Some(1.0), "{line} in\n{metrics}");
+    }
+    assert_eq!(
+        metric_value(&metrics, "tocsin_deliveries_total{notifier=\"err\",outcome=\"retried\"}"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(metric_value(&metrics, "tocsin_dead_letters"), Some(3.0), "{metrics}");
+    assert_eq!(metric_value(&metrics, "tocsin_outbox_pending"), Some(0.0), "{metrics}");
+}

@@ -1,0 +1,93 @@
+//! Routing to the right webhook with the right content.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tocsin::testkit::fake_slack::FakeSlack;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_events_to_the_right_hooks_with_the_right_content() {
+    let slack = FakeSlack::start().await;
+    let body = format!(
+        "{delivery}\n{a}\n{b}\n\
+         [[routes]]\nkinds = [\"db.*\"]\nmin_severity = \"error\"\nnotifier = \"a\"\n\n\
+         [[routes]]\nkinds = [\"db.*\"]\nnotifier = \"b\"\n\n\
+         [[routes]]\nlabels = {{ team = \"pay\" }}\nnotifier = \"a\"\ncontinue = true\n\n\
+         [[routes]]\nkinds = [\"pay.*\"]\nnotifier = \"b\"\n\n\
+         [default_route]\nkinds = [\"user.*\"]\nnotifier = \"a\"\n",
+        delivery = fast_delivery(5),
+        a = slack_notifier("a", &slack.hook_url("a")),
+        b = slack_notifier("b", &slack.hook_url("b")),
+    );
+    let d = Daemon::start(Options::new(body)).await;
+
+    let events = [
+        // routes[0]: db.* at error or above → a only (first match wins).
+        json!({"kind": "db.down", "severity": "critical", "title": "DB down", "text": "primary <gone> & replica lagging",
+               "fields": {"seq": "1", "host": "db-1"}, "link": "https://status.example.com/db"}),
+        // routes[1]: db.* below error → b.
+        json!({"kind": "db.slow", "severity": "warning", "title": "DB slow", "text": "p99 at 2s", "fields": {"seq": "2"}}),
+        // routes[2] (continue) → a, then routes[3] → b.
+        json!({"kind": "pay.failed", "severity": "error", "title": "Payment failed", "labels": {"team": "pay"},
+               "user": "carol@example.com", "fields": {"seq": "3", "amount": "42.00"}}),
+        // routes[2] (continue) → a; nothing after it matches; no default since one matched.
+        json!({"kind": "app.crash", "title": "App crashed", "labels": {"team": "pay"}, "fields": {"seq": "4"}}),
+        // No route matches → default_route → a.
+        json!({"kind": "user.registered", "title": "New user", "user": "alice@example.com", "fields": {"seq": "5", "plan": "pro"}}),
+        // Nothing matches, not even the default route: stored, not sent.
+        json!({"kind": "other.thing", "title": "Unrouted", "fields": {"seq": "6"}}),
+        // db.* below the first route's floor, labels irrelevant → b.
+        json!({"kind": "db.vacuum", "severity": "info", "labels": {"team": "pay"}, "fields": {"seq": "7"}}),
+    ];
+    for e in &events {
+        d.accept(e).await;
+    }
+
+    assert!(slack.wait_for("a", 4, Duration::from_secs(10)).await, "a got {:?}", texts(&slack.messages("a")));
+    assert!(slack.wait_for("b", 3, Duration::from_secs(10)).await, "b got {:?}", texts(&slack.messages("b")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = slack.messages("a");
+    let b = slack.messages("b");
+    assert_eq!(seqs(&a), [1, 3, 4, 5], "hook a: {:?}", texts(&a));
+    assert_eq!(seqs(&b), [2, 3, 7], "hook b: {:?}", texts(&b));
+
+    // Content: severity marker, escaped title and text in the fallback and in the blocks.
+    let db_down = &a[0];
+    assert_eq!(
+        db_down["text"].as_str().unwrap(),
+        ":rotating_light: DB down\nprimary &lt;gone&gt; &amp; replica lagging"
+    );
+    let header = &db_down["blocks"][0];
+    assert_eq!(header["type"], "header");
+    assert_eq!(header["text"]["text"], ":rotating_light: DB down");
+    let visible = block_text(db_down);
+    for needle in [
+        "primary &lt;gone&gt; &amp; replica lagging",
+        "*host*\ndb-1",
+        "*seq*\n1",
+        "db.down",
+        "https://status.example.com/db",
+    ] {
+        assert!(visible.contains(needle), "{needle:?} not in {visible}");
+    }
+    assert!(a[1]["text"].as_str().unwrap().starts_with(":red_circle: Payment failed"), "{}", a[1]);
+    let pay = block_text(&a[1]);
+    assert!(pay.contains("*user*\ncarol@example.com") && pay.contains("*amount*\n42.00"), "{pay}");
+    assert_eq!(b[0]["text"].as_str().unwrap(), ":warning: DB slow\np99 at 2s");
+    assert_eq!(a[3]["text"].as_str().unwrap(), ":large_blue_circle: New user");
+    // An event without a title is titled by its kind.
+    assert!(b[2]["text"].as_str().unwrap().contains("db.vacuum"), "{}", b[2]);
+    assert!(block_text(&b[0]).contains("p99 at 2s"));
+
+    // The unrouted event is stored and searchable.
+    let (status, found, _) = d.get(Some(KEY_RW), "/api/v1/events?kind=other.thing").await;
+    assert_eq!(status, 200);
+    let found: Vec<Value> = found["events"].as_array().unwrap().clone();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["title"], "Unrouted");
+    let (_, all, _) = d.get(Some(KEY_RW), "/api/v1/events?limit=100").await;
+    assert_eq!(all["events"].as_array().unwrap().len(), events.len());
+    assert_eq!(slack.total_accepted(), 7);
+}

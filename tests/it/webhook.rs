@@ -1,0 +1,71 @@
+//! The generic webhook notifier: the contract's body and a valid signature.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use tocsin::testkit::fake_receiver::FakeReceiver;
+
+use crate::harness::*;
+
+const SECRET: &str = "it-signing-secret-7d3f9a";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_gets_the_contract_body_signed() {
+    let receiver = FakeReceiver::start().await;
+    let body = format!(
+        "{}\n[notifiers.ops]\ntype = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\n\
+         [[routes]]\nnotifier = \"ops\"\nchannel = \"#ops\"\ngroup_by = [\"service\"]\n",
+        fast_delivery(5),
+        receiver.url()
+    );
+    let d = Daemon::start(Options::new(body)).await;
+    let accepted = d
+        .accept(&json!({"kind": "api.latency", "severity": "warning", "title": "API slow", "text": "p99 2s",
+                        "labels": {"service": "api", "env": "prod"}, "fields": {"p99": "2s"}, "fingerprint": "fp-1",
+                        "status": "firing"}))
+        .await;
+    let id = accepted["ids"][0].as_str().unwrap().to_string();
+    d.accept(&json!({"kind": "deploy.done", "title": "Deployed"})).await;
+    assert!(receiver.wait_for(2, Duration::from_secs(10)).await);
+
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/hook");
+        assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")));
+        let ts = r.header("x-tocsin-timestamp").expect("timestamp header");
+        let ts_num: i64 = ts.parse().expect("unix seconds");
+        assert!((chrono::Utc::now().timestamp() - ts_num).abs() < 60);
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(format!("{ts}.").as_bytes());
+        mac.update(&r.body);
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(r.header("x-tocsin-signature"), Some(expected.as_str()));
+    }
+
+    let first = requests[0].json().expect("JSON body");
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["notifier"], "ops");
+    assert_eq!(first["channel"], "#ops");
+    assert_eq!(first["status"], "firing");
+    assert!(first["group_key"].as_str().is_some_and(|k| !k.is_empty()), "{first}");
+    assert_eq!(first["group_labels"], json!({"service": "api"}));
+    assert_eq!(first["title"], "API slow");
+    assert_eq!(first["text"], "p99 2s");
+    assert_eq!(first["truncated"], 0);
+    let event = &first["events"][0];
+    assert_eq!(first["events"].as_array().unwrap().len(), 1);
+    assert_eq!(event["id"], id);
+    assert_eq!(event["kind"], "api.latency");
+    assert_eq!(event["severity"], "warning");
+    assert_eq!(event["labels"], json!({"service": "api", "env": "prod"}));
+    assert_eq!(event["fingerprint"], "fp-1");
+
+    let second = requests[1].json().expect("JSON body");
+    assert_eq!(second["status"], "event");
+    assert_eq!(second["title"], "Deployed");
+    assert!(second["events"][0]["fingerprint"].as_str().is_some_and(|f| !f.is_empty()));
+}
