@@ -77,15 +77,29 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
         assert!(json["error"]["code"].as_str().is_some_and(|c| c.starts_with("invalid_")), "{query}: {text}");
     }
 
+    // Exactly at the limits: accepted.
+    let labels64: Map<String, Value> = (0..64).map(|i| (format!("l{i}"), json!("v"))).collect();
+    let at_limits = json!({"kind": "k".repeat(128), "title": "é".repeat(256), "text": "x".repeat(16 * 1024),
+                           "labels": labels64, "user": "edge@example.com", "timestamp": "2026-11-21T16:00:00+02:00"});
+    let (status, json) = d.post(KEY_RW, &at_limits).await;
+    assert_eq!(status, 202, "{json}");
+    let batch1000: Vec<Value> = (0..1000).map(|_| json!({"kind": "b.f", "user": "e@x.io"})).collect();
+    let (status, json) = d.post(KEY_RW, &json!({ "events": batch1000 })).await;
+    assert_eq!((status, json["accepted"].as_u64()), (202, Some(1000)), "{json}");
+    assert_eq!(json["ids"].as_array().map(Vec::len), Some(1000));
+
     // Still accepting, and nothing else was stored or lost.
     d.accept(&json!({"kind": "good.after", "user": "kept@example.com"})).await;
-    let (status, all, _) = d.get(Some(KEY_RW), "/api/v1/events?limit=1000").await;
+    let (status, all, _) = d.get(Some(KEY_RW), "/api/v1/events?limit=1000&kind=good.*").await;
     assert_eq!(status, 200);
     let kinds: Vec<&str> = all["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["good.after", "good.before", "good.before", "good.before"]);
     let (_, lost, _) = d.get(Some(KEY_RW), "/api/v1/events?user=lost@example.com").await;
     assert_eq!(lost["events"].as_array().unwrap().len(), 0, "the refused batch stored nothing: {lost}");
-    assert_eq!(d.metric("tocsin_events_accepted_total").await, Some(4.0));
+    let (_, edge, _) = d.get(Some(KEY_RW), "/api/v1/events?limit=1000&user=e@x.io").await;
+    assert_eq!(edge["events"].as_array().unwrap().len(), 1000, "the whole batch was stored");
+    assert!(edge["next_cursor"].is_null(), "a full last page has no next page: {}", edge["next_cursor"]);
+    assert_eq!(d.metric("tocsin_events_accepted_total").await, Some(1005.0));
 }
 
 /// POSTs `body` with `Transfer-Encoding: chunked` (no declared length) over a raw socket.

@@ -318,6 +318,17 @@ fn append(path: &Path) -> Stdio {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+        // For debugging a test: `IT_KEEP_LOGS=DIR cargo test --test it` copies each daemon's
+        // config and logs there.
+        if let Some(keep) = std::env::var_os("IT_KEEP_LOGS") {
+            let name = self.dir.path().file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            let target = Path::new(&keep).join(name);
+            if std::fs::create_dir_all(&target).is_ok() {
+                for file in ["tocsin.toml", "stdout.log", "stderr.log"] {
+                    let _ = std::fs::copy(self.dir.path().join(file), target.join(file));
+                }
+            }
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use tocsin::testkit::fake_slack::FakeSlack;
 
 use crate::harness::*;
 
+const NEW_KEY: &str = "it-key-new-after-reload-93ab";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_an_invalid_file_keeps_the_old_config() {
     let slack = FakeSlack::start().await;
@@ -17,7 +19,11 @@ async fn sighup_reloads_and_an_invalid_file_keeps_the_old_config() {
     assert!(slack.wait_for("old", 1, Duration::from_secs(5)).await);
     assert_eq!(d.metric("tocsin_config_last_reload_successful").await, Some(1.0));
 
-    // A new notifier and a route to it.
+    // A new notifier and a route to it; the writer key is replaced by a new one.
+    d.opts.keys = format!(
+        "[[api_keys]]\nname = \"rw\"\nkey = \"{KEY_RW}\"\nscopes = [\"events:write\", \"events:read\"]\n\n\
+         [[api_keys]]\nname = \"newcomer\"\nkey = \"{NEW_KEY}\"\nscopes = [\"events:write\"]\n"
+    );
     d.opts.body = format!(
         "{}\n{}\n{}\n{}",
         fast_delivery(5),
@@ -38,6 +44,10 @@ async fn sighup_reloads_and_an_invalid_file_keeps_the_old_config() {
     );
     d.accept(&json!({"kind": "reload.test", "fields": {"seq": "2"}})).await;
     assert!(slack.wait_for("new", 1, Duration::from_secs(5)).await);
+    let event = json!({"kind": "reload.keys"});
+    assert_eq!(d.post(KEY_W, &event).await.0, 401, "a removed key no longer works");
+    let (status, body) = d.post(NEW_KEY, &event).await;
+    assert_eq!(status, 202, "an added key works: {body}");
 
     // An invalid file: the running configuration stays.
     std::fs::write(d.config_path(), "[server]\nlisten = \n[[routes]]\nnotifier = 3\n").unwrap();
@@ -56,7 +66,10 @@ async fn sighup_reloads_and_an_invalid_file_keeps_the_old_config() {
     assert!(slack.wait_for("new", 2, Duration::from_secs(5)).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(seqs(&slack.messages("old")), [1]);
-    assert_eq!(seqs(&slack.messages("new")), [2, 3]);
+    let new_seqs: Vec<u64> = slack.messages("new").iter().filter_map(seq_of).collect();
+    assert_eq!(new_seqs, [2, 3]);
+    assert_eq!(slack.messages("new").len(), 3, "seq 2, the reload.keys event, seq 3");
+    assert_eq!(d.post(NEW_KEY, &event).await.0, 202, "the keys of the running config stay");
     assert!(d.stderr().contains("reload failed"), "the failure is logged");
     let status = d.terminate(Duration::from_secs(10)).await;
     assert!(status.success());

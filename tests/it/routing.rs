@@ -13,12 +13,12 @@ async fn routes_events_to_the_right_hooks_with_the_right_content() {
     let body = format!(
         "{delivery}\n{a}\n{b}\n\
          [[routes]]\nkinds = [\"db.*\"]\nmin_severity = \"error\"\nnotifier = \"a\"\n\n\
-         [[routes]]\nkinds = [\"db.*\"]\nnotifier = \"b\"\n\n\
+         [[routes]]\nkinds = [\"db.*\"]\nnotifier = \"b\"\nchannel = \"#db\"\n\n\
          [[routes]]\nlabels = {{ team = \"pay\" }}\nnotifier = \"a\"\ncontinue = true\n\n\
          [[routes]]\nkinds = [\"pay.*\"]\nnotifier = \"b\"\n\n\
          [default_route]\nkinds = [\"user.*\"]\nnotifier = \"a\"\n",
         delivery = fast_delivery(5),
-        a = slack_notifier("a", &slack.hook_url("a")),
+        a = slack_notifier("a", &slack.hook_url("a")) + "username = \"tocsin-bot\"\nicon_emoji = \":bell:\"\n",
         b = slack_notifier("b", &slack.hook_url("b")),
     );
     let d = Daemon::start(Options::new(body)).await;
@@ -76,6 +76,10 @@ async fn routes_events_to_the_right_hooks_with_the_right_content() {
     let pay = block_text(&a[1]);
     assert!(pay.contains("*user*\ncarol@example.com") && pay.contains("*amount*\n42.00"), "{pay}");
     assert_eq!(b[0]["text"].as_str().unwrap(), ":warning: DB slow\np99 at 2s");
+    // Legacy overrides: the notifier's username and icon, the route's channel.
+    assert_eq!((a[0]["username"].as_str(), a[0]["icon_emoji"].as_str()), (Some("tocsin-bot"), Some(":bell:")));
+    assert_eq!(b[0]["channel"], "#db");
+    assert!(b[0].get("username").is_none() && a[0].get("channel").is_none(), "{} {}", a[0], b[0]);
     assert_eq!(a[3]["text"].as_str().unwrap(), ":large_blue_circle: New user");
     // An event without a title is titled by its kind.
     assert!(b[2]["text"].as_str().unwrap().contains("db.vacuum"), "{}", b[2]);
@@ -90,4 +94,38 @@ async fn routes_events_to_the_right_hooks_with_the_right_content() {
     let (_, all, _) = d.get(Some(KEY_RW), "/api/v1/events?limit=100").await;
     assert_eq!(all["events"].as_array().unwrap().len(), events.len());
     assert_eq!(slack.total_accepted(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_at_every_limit_fits_slack_with_visible_truncation() {
+    let slack = FakeSlack::start().await;
+    let body = format!("{}\n{}\n{}", fast_delivery(3), slack_notifier("big", &slack.hook_url("big")), route("big", ""));
+    let d = Daemon::start(Options::new(body)).await;
+    let fields: serde_json::Map<String, Value> =
+        (0..64).map(|i| (format!("field_{i:02}"), json!("v".repeat(3000)))).collect();
+    let labels: serde_json::Map<String, Value> = (0..64).map(|i| (format!("l{i}"), json!("x"))).collect();
+    d.accept(&json!({
+        "kind": "k".repeat(128),
+        "severity": "critical",
+        "title": "é".repeat(256),
+        "text": "<&>".repeat(16 * 1024 / 3),
+        "user": "u@example.com",
+        "labels": labels,
+        "fields": fields,
+        "link": "https://example.com/a|b>c",
+    }))
+    .await;
+    assert!(
+        slack.wait_for("big", 1, Duration::from_secs(5)).await,
+        "refused by Slack: {:?}",
+        slack.rejections("big")
+    );
+    assert!(slack.rejections("big").is_empty());
+    let m = &slack.messages("big")[0];
+    let header = m["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert!(header.chars().count() <= 150 && header.ends_with('…'), "{header}");
+    let visible = block_text(m);
+    assert!(visible.contains("(truncated)"), "a visible marker where text was cut");
+    assert!(m["text"].as_str().unwrap().chars().count() <= 4000);
+    assert!(!visible.contains("<&>"), "mrkdwn control characters are escaped");
 }

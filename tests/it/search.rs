@@ -90,6 +90,33 @@ async fn search_by_user_text_kind_time_and_pages() {
     assert_eq!(titles(&first), ["Disk almost full"]);
     let c = enc(first["next_cursor"].as_str().expect("more"));
     assert_eq!(titles(&search(&format!("kind=*.*&q=disk&limit=1&cursor={c}")).await), ["Disk full on db-1"]);
+
+    // Odd full-text queries are words, not FTS syntax: no error.
+    for q in ["%22unbalanced", "title:disk", "NEAR(disk", "*", "-disk", "disk%20OR", "%28%29%5E"] {
+        search(&format!("q={q}")).await;
+    }
+    assert_eq!(titles(&search("q=title:disk").await), Vec::<String>::new());
+
+    // Events with the same timestamp (one batch, no timestamps) page without loss or repeat.
+    let same: Vec<Value> = (0..7).map(|i| json!({"kind": "tie.event", "title": format!("tie {i}")})).collect();
+    let (status, _) = d.post(KEY_W, &json!({ "events": same })).await;
+    assert_eq!(status, 202);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("kind=tie.*&limit=3&cursor={}", enc(c)),
+            None => "kind=tie.*&limit=3".to_string(),
+        };
+        let body = search(&q).await;
+        seen.extend(titles(&body));
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(seen.len() <= 7, "{seen:?}");
+    }
+    assert_eq!(seen, (0..7).rev().map(|i| format!("tie {i}")).collect::<Vec<_>>());
 }
 
 fn enc(s: &str) -> String {

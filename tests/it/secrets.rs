@@ -30,6 +30,7 @@ async fn secrets_never_leak(format: &'static str) {
     slack.set_mode("s500", Mode::ServerError(None));
     slack.set_mode("s410", Mode::Archived);
     slack.set_mode("sdrop", Mode::DropConnections(1000));
+    slack.set_latency("sslow", Duration::from_millis(1500));
     let receiver = FakeReceiver::start().await;
     receiver.set_replies((0..20).map(|_| Reply::with_body(500, "receiver broke")));
     let closed_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -42,8 +43,9 @@ async fn secrets_never_leak(format: &'static str) {
     ];
     let mut secrets =
         vec![API_KEY.to_string(), SIGNING_SECRET.to_string(), OPS_TOKEN.to_string(), CLOSED_TOKEN.to_string()];
-    let mut body = fast_delivery(2);
-    for name in ["s500", "s410", "sdrop"] {
+    let mut body =
+        "[delivery]\nmax_attempts = 2\nbackoff_initial = \"50ms\"\nbackoff_max = \"100ms\"\ntimeout = \"400ms\"\n\n".to_string();
+    for name in ["s500", "s410", "sdrop", "sslow"] {
         let url = slack.hook_url(name);
         let token = url.rsplit('/').next().unwrap().to_string();
         let var = format!("IT_{}_URL", name.to_uppercase());
@@ -55,7 +57,7 @@ async fn secrets_never_leak(format: &'static str) {
     body.push_str(
         "[notifiers.ops]\ntype = \"webhook\"\nurl = \"${env:IT_OPS_URL}\"\nsecret = \"${env:IT_SIGNING_SECRET}\"\n\n",
     );
-    let notifiers = ["s500", "s410", "sdrop", "closed", "ops"];
+    let notifiers = ["s500", "s410", "sdrop", "sslow", "closed", "ops"];
     for n in notifiers {
         body.push_str(&route(n, "continue = true"));
     }
@@ -96,7 +98,7 @@ async fn secrets_never_leak(format: &'static str) {
         responses.push(d.get(key, path).await.2);
     }
 
-    // Every destination fails: 500, 410, dropped connection, connection refused, webhook 500.
+    // Every destination fails: 500, 410, dropped connection, timeout, connection refused, webhook 500.
     let (dead, entries) = d.dead_letters_until(API_KEY, notifiers.len(), Duration::from_secs(15)).await;
     let all_dead = entries.len() >= notifiers.len();
     assert!(all_dead, "dead letters: {dead}");
@@ -135,6 +137,24 @@ async fn secrets_never_leak(format: &'static str) {
     assert_eq!(check.status.code(), Some(1));
     let check_out = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
 
+    // Nor does `tocsin send` when it fails, on the last valid file.
+    d.write_config(&opts);
+    let mut send_out = String::new();
+    for notifier in ["s500", "sdrop", "closed", "ops", "s410"] {
+        let send = std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
+            .args(["send", "--notifier", notifier, "--config"])
+            .arg(d.config_path())
+            .arg("hello")
+            .envs(opts.env.iter().cloned())
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap();
+        assert_eq!(send.status.code(), Some(1), "send to {notifier}");
+        send_out.push_str(&String::from_utf8_lossy(&send.stdout));
+        send_out.push_str(&String::from_utf8_lossy(&send.stderr));
+    }
+    assert!(send_out.contains("channel_is_archived"), "{send_out}");
+
     let stdout = d.stdout();
     let stderr = d.stderr();
     assert!(stderr.contains("dead-lettered") || stderr.contains("dead"), "logs are at debug level: {stderr}");
@@ -142,7 +162,7 @@ async fn secrets_never_leak(format: &'static str) {
         let first = stderr.lines().next().unwrap_or_default();
         assert!(serde_json::from_str::<serde_json::Value>(first).is_ok(), "JSON logs: {first}");
     }
-    let mut haystacks = vec![("stdout", stdout), ("stderr", stderr), ("config check", check_out)];
+    let mut haystacks = vec![("stdout", stdout), ("stderr", stderr), ("config check", check_out), ("send", send_out)];
     haystacks.extend(responses.into_iter().map(|r| ("response", r)));
     for (where_, text) in &haystacks {
         for secret in &secrets {
