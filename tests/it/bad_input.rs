@@ -99,7 +99,14 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
     let (_, edge, _) = d.get(Some(KEY_RW), "/api/v1/events?limit=1000&user=e@x.io").await;
     assert_eq!(edge["events"].as_array().unwrap().len(), 1000, "the whole batch was stored");
     assert!(edge["next_cursor"].is_null(), "a full last page has no next page: {}", edge["next_cursor"]);
-    assert_eq!(d.metric("tocsin_events_accepted_total").await, Some(1005.0));
+    let metrics = d.metrics().await;
+    assert_eq!(metric_value(&metrics, "tocsin_events_accepted_total"), Some(1005.0), "{metrics}");
+    for (reason, count) in [("invalid_json", 1.0), ("too_large", 2.0)] {
+        let line = format!("tocsin_events_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric_value(&metrics, &line), Some(count), "{line} in\n{metrics}");
+    }
+    let invalid = metric_value(&metrics, "tocsin_events_rejected_total{reason=\"invalid_event\"}").unwrap_or(0.0);
+    assert!(invalid >= (cases.len() - 1) as f64, "{metrics}");
 }
 
 /// POSTs `body` with `Transfer-Encoding: chunked` (no declared length) over a raw socket.

@@ -157,3 +157,29 @@ async fn permanent_errors_are_dead_lettered_not_retried_forever() {
     assert_eq!(metric_value(&metrics, "tocsin_dead_letters"), Some(3.0), "{metrics}");
     assert_eq!(metric_value(&metrics, "tocsin_outbox_pending"), Some(0.0), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_all_arrive_once_in_order_per_request() {
+    let slack = FakeSlack::start().await;
+    let body = format!("{}\n{}\n{}", fast_delivery(20), slack_notifier("bulk", &slack.hook_url("bulk")), route("bulk", ""));
+    let d = Daemon::start(Options::new(body)).await;
+    // A few 500s on the way, to cross batch boundaries while retrying.
+    slack.set_mode("bulk", Mode::ServerError(Some(3)));
+    let requests = (0..4u64).map(|r| {
+        let batch: Vec<_> = (0..75u64).map(|i| json!({"kind": "bulk.item", "fields": {"seq": (r * 1000 + i).to_string()}})).collect();
+        let d = &d;
+        async move {
+            let (status, body) = d.post(KEY_W, &json!({ "events": batch })).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    });
+    futures_util::future::join_all(requests).await;
+    assert!(slack.wait_for("bulk", 300, Duration::from_secs(15)).await, "got {}", slack.messages("bulk").len());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = seqs(&slack.messages("bulk"));
+    assert_eq!(got.len(), 300, "each exactly once");
+    for r in 0..4u64 {
+        let mine: Vec<u64> = got.iter().copied().filter(|s| s / 1000 == r).collect();
+        assert_eq!(mine, (0..75).map(|i| r * 1000 + i).collect::<Vec<_>>(), "request {r} in order");
+    }
+}

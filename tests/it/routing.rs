@@ -94,6 +94,13 @@ async fn routes_events_to_the_right_hooks_with_the_right_content() {
     let (_, all, _) = d.get(Some(KEY_RW), "/api/v1/events?limit=100").await;
     assert_eq!(all["events"].as_array().unwrap().len(), events.len());
     assert_eq!(slack.total_accepted(), 7);
+    let metrics = d.metrics().await;
+    for (notifier, n) in [("a", 4.0), ("b", 3.0)] {
+        let delivered = format!("tocsin_deliveries_total{{notifier=\"{notifier}\",outcome=\"delivered\"}}");
+        assert_eq!(metric_value(&metrics, &delivered), Some(n), "{delivered} in\n{metrics}");
+        let latency = format!("tocsin_delivery_latency_seconds_count{{notifier=\"{notifier}\"}}");
+        assert_eq!(metric_value(&metrics, &latency), Some(n), "{latency} in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tocsin::testkit::fake_slack::FakeSlack;
+use tocsin::testkit::fake_slack::{FakeSlack, Mode};
 
 use crate::harness::*;
 
@@ -57,4 +57,25 @@ async fn sigterm_with_short_grace_keeps_the_rest_for_the_next_start() {
         }
     }
     assert_eq!(first_seen, (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_outage_exits_promptly_and_keeps_the_messages() {
+    let slack = FakeSlack::start().await;
+    slack.set_mode("out", Mode::ServerError(None));
+    let body = format!("{}\n{}\n{}", fast_delivery(1000), slack_notifier("out", &slack.hook_url("out")), route("out", ""));
+    let mut d = Daemon::start(Options::new(body)).await;
+    for i in 0..5u32 {
+        d.accept(&json!({"kind": "outage.test", "fields": {"seq": i.to_string()}})).await;
+    }
+    assert!(eventually(Duration::from_secs(5), || async { slack.request_count("out") >= 2 }).await);
+    let asked = std::time::Instant::now();
+    let status = d.terminate(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", d.stderr());
+    assert!(asked.elapsed() < Duration::from_secs(5), "a retry wait does not hold shutdown: {:?}", asked.elapsed());
+
+    slack.set_mode("out", Mode::Normal);
+    d.launch().await;
+    assert!(slack.wait_for("out", 5, Duration::from_secs(10)).await);
+    assert_eq!(seqs(&slack.messages("out")), [0, 1, 2, 3, 4]);
 }
