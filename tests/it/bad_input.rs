@@ -44,6 +44,23 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
             "events[2].severity",
         ),
         ("not an object", "[1, 2]".into(), "invalid_event", ""),
+        ("user > 256", json!({"kind": "a", "user": "u".repeat(257)}).to_string(), "invalid_event", "user"),
+        ("label value > 1024", json!({"kind": "a", "labels": {"k": "v".repeat(1025)}}).to_string(), "invalid_event", "labels.k"),
+        ("fields not an object", json!({"kind": "a", "fields": "x"}).to_string(), "invalid_event", "fields"),
+        ("> 64 fields", json!({"kind": "a", "fields": many_labels}).to_string(), "invalid_event", "fields"),
+        ("bad status", json!({"kind": "a", "status": "open"}).to_string(), "invalid_event", "status"),
+        ("bad link", json!({"kind": "a", "link": "javascript:alert(1)"}).to_string(), "invalid_event", "link"),
+        ("empty fingerprint", json!({"kind": "a", "fingerprint": ""}).to_string(), "invalid_event", "fingerprint"),
+        ("timestamp without zone", json!({"kind": "a", "timestamp": "2026-11-21T16:00:00"}).to_string(), "invalid_event", "timestamp"),
+        ("title not a string", json!({"kind": "a", "title": 5}).to_string(), "invalid_event", "title"),
+        ("empty kind", json!({"kind": ""}).to_string(), "invalid_event", "kind"),
+        ("events not an array", json!({"events": {"kind": "a"}}).to_string(), "invalid_event", "events"),
+        (
+            "bad field in a batch",
+            json!({"events": [{"kind": "a"}, {"kind": "a", "labels": {"x": 1}}]}).to_string(),
+            "invalid_event",
+            "events[1].labels.x",
+        ),
     ];
     for (what, body, code, field) in &cases {
         let (status, json, text) = d.post_raw(Some(KEY_RW), body.clone()).await;

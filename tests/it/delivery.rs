@@ -114,17 +114,21 @@ async fn permanent_errors_are_dead_lettered_not_retried_forever() {
     slack.set_mode("rev", Mode::Revoked);
     slack.set_mode("err", Mode::ServerError(None));
     let mut body = fast_delivery(3);
+    // A webhook that was removed: 404 no_service.
+    body.push_str(&slack_notifier("gone", &slack.hook_url("gone")));
+    body.push_str(&route("gone", "kinds = [\"gone.*\"]"));
+    slack.remove_hook("gone");
     for name in ["arch", "rev", "err"] {
         body.push_str(&slack_notifier(name, &slack.hook_url(name)));
         body.push_str(&route(name, &format!("kinds = [\"{name}.*\"]")));
     }
     let d = Daemon::start(Options::new(body)).await;
-    for name in ["arch", "rev", "err"] {
+    for name in ["arch", "rev", "err", "gone"] {
         d.accept(&json!({"kind": format!("{name}.event"), "title": format!("to {name}")})).await;
     }
 
-    let (_, dead) = d.dead_letters_until(KEY_RW, 3, Duration::from_secs(10)).await;
-    let found = dead.len() >= 3;
+    let (_, dead) = d.dead_letters_until(KEY_RW, 4, Duration::from_secs(10)).await;
+    let found = dead.len() >= 4;
     assert!(found, "dead letters: {dead:?}");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(slack.request_count("arch"), 1, "archived: exactly one attempt");
@@ -145,7 +149,7 @@ async fn permanent_errors_are_dead_lettered_not_retried_forever() {
     }
 
     let metrics = d.metrics().await;
-    for name in ["arch", "rev", "err"] {
+    for name in ["arch", "rev", "err", "gone"] {
         let line = format!("tocsin_deliveries_total{{notifier=\"{name}\",outcome=\"dead\"}}");
         assert_eq!(metric_value(&metrics, &line), Some(1.0), "{line} in\n{metrics}");
     }
@@ -154,7 +158,7 @@ async fn permanent_errors_are_dead_lettered_not_retried_forever() {
         Some(2.0),
         "{metrics}"
     );
-    assert_eq!(metric_value(&metrics, "tocsin_dead_letters"), Some(3.0), "{metrics}");
+    assert_eq!(metric_value(&metrics, "tocsin_dead_letters"), Some(4.0), "{metrics}");
     assert_eq!(metric_value(&metrics, "tocsin_outbox_pending"), Some(0.0), "{metrics}");
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
-use tocsin::testkit::fake_receiver::FakeReceiver;
+use tocsin::testkit::fake_receiver::{FakeReceiver, Reply};
 
 use crate::harness::*;
 
@@ -68,4 +68,37 @@ async fn webhook_gets_the_contract_body_signed() {
     assert_eq!(second["status"], "event");
     assert_eq!(second["title"], "Deployed");
     assert!(second["events"][0]["fingerprint"].as_str().is_some_and(|f| !f.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_failures_are_retried_or_dead_lettered_by_status() {
+    let flaky = FakeReceiver::start().await;
+    flaky.set_replies([Reply::with_body(503, "busy"), Reply::rate_limited("1"), Reply::Drop]);
+    let refusing = FakeReceiver::start().await;
+    refusing.set_replies([Reply::with_body(400, "bad request")]);
+    let body = format!(
+        "{}\n[notifiers.flaky]\ntype = \"webhook\"\nurl = \"{}\"\n\n[notifiers.refusing]\ntype = \"webhook\"\nurl = \"{}\"\n\n{}{}",
+        fast_delivery(5),
+        flaky.url(),
+        refusing.url(),
+        route("flaky", "kinds = [\"flaky.*\"]"),
+        route("refusing", "kinds = [\"refusing.*\"]"),
+    );
+    let d = Daemon::start(Options::new(body)).await;
+    d.accept(&json!({"kind": "flaky.event", "title": "eventually"})).await;
+    d.accept(&json!({"kind": "refusing.event", "title": "never"})).await;
+
+    // 503, 429 (Retry-After: 1), dropped connection, then 200.
+    assert!(flaky.wait_for(4, Duration::from_secs(10)).await, "{} requests", flaky.requests().len());
+    let requests = flaky.requests();
+    let gap = requests[2].at.duration_since(requests[1].at);
+    assert!(gap >= Duration::from_millis(950), "Retry-After honoured: {gap:?}");
+    let (_, dead) = d.dead_letters_until(KEY_RW, 1, Duration::from_secs(5)).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["notifier"], "refusing");
+    assert_eq!(dead[0]["attempts"], 1);
+    assert!(dead[0]["last_error"].as_str().unwrap().contains("400"), "{}", dead[0]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(refusing.requests().len(), 1, "a 4xx is not retried");
+    assert_eq!(flaky.requests().len(), 4, "delivered once, then no more");
 }
