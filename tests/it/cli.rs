@@ -109,3 +109,37 @@ async fn send_delivers_through_routing_or_to_a_notifier_and_reports_failure() {
     assert!(!stderr.trim().is_empty());
     assert!(!stderr.contains(&slack.hook_url("archived")));
 }
+
+// FAILS: `tocsin config check` (src/config/validate.rs) accepts notifier URLs that can never
+// work — a `slack_webhook`/`webhook` `url` that is not an absolute http(s) URL — and says
+// "ok"; every message to it then fails at delivery time. Expected: exit 1 with
+// `PATH:LINE:COL: notifiers.NAME.url: …` that does not echo the (secret) value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_rejects_notifier_urls_that_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("urls.toml");
+    std::fs::write(
+        &path,
+        "[notifiers.a]\ntype = \"slack_webhook\"\nurl = \"${env:IT_BAD_URL}\"\n\n\
+         [notifiers.b]\ntype = \"webhook\"\nurl = \"hooks.example.com/it-secret-path-Kd82\"\n\n\
+         [[routes]]\nnotifier = \"a\"\n\n[[routes]]\nnotifier = \"b\"\n",
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .env("IT_BAD_URL", "ftp://it-secret-token-Pq71")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("it-secret") && !stdout.contains("it-secret"), "{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(1), "stdout: {stdout} stderr: {stderr}");
+    for name in ["notifiers.a.url", "notifiers.b.url"] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&format!("{}:", path.display())) && l.contains(name)),
+            "{name} reported: {stderr}"
+        );
+    }
+}

@@ -37,6 +37,8 @@ async fn slack_down_then_back_delivers_everything_in_order_without_delaying_othe
     assert!(start.elapsed() < Duration::from_secs(3));
     assert_eq!(seqs(&slack.messages("up")), [0, 1, 2, 3, 4]);
     assert_eq!(slack.messages("down").len(), 0);
+    let pending = d.metric("tocsin_outbox_pending").await.unwrap_or(0.0);
+    assert!(pending >= 19.0, "the failing destination's messages wait in the outbox: {pending}");
 
     // Down a little longer, then one round of dropped connections, then back to normal.
     assert!(eventually(Duration::from_secs(5), || async { slack.request_count("down") >= 4 }).await);
@@ -148,6 +150,23 @@ async fn permanent_errors_are_dead_lettered_not_retried_forever() {
         assert_eq!(entry["message"]["title"], format!("to {name}"), "{entry}");
     }
 
+    // Dead letters page too.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..4 {
+        let (status, body, text) =
+            d.get(Some(KEY_RW), &format!("/api/v1/deliveries/dead?limit=2&cursor={cursor}")).await;
+        assert_eq!(status, 200, "{text}");
+        paged.extend(body["dead_letters"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()));
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    let mut ids: Vec<i64> = dead.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(paged, ids, "newest first, each once");
+
     let metrics = d.metrics().await;
     for name in ["arch", "rev", "err", "gone"] {
         let line = format!("tocsin_deliveries_total{{notifier=\"{name}\",outcome=\"dead\"}}");
@@ -165,12 +184,14 @@ async fn permanent_errors_are_dead_lettered_not_retried_forever() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_batches_all_arrive_once_in_order_per_request() {
     let slack = FakeSlack::start().await;
-    let body = format!("{}\n{}\n{}", fast_delivery(20), slack_notifier("bulk", &slack.hook_url("bulk")), route("bulk", ""));
+    let body =
+        format!("{}\n{}\n{}", fast_delivery(20), slack_notifier("bulk", &slack.hook_url("bulk")), route("bulk", ""));
     let d = Daemon::start(Options::new(body)).await;
     // A few 500s on the way, to cross batch boundaries while retrying.
     slack.set_mode("bulk", Mode::ServerError(Some(3)));
     let requests = (0..4u64).map(|r| {
-        let batch: Vec<_> = (0..75u64).map(|i| json!({"kind": "bulk.item", "fields": {"seq": (r * 1000 + i).to_string()}})).collect();
+        let batch: Vec<_> =
+            (0..75u64).map(|i| json!({"kind": "bulk.item", "fields": {"seq": (r * 1000 + i).to_string()}})).collect();
         let d = &d;
         async move {
             let (status, body) = d.post(KEY_W, &json!({ "events": batch })).await;
@@ -185,5 +206,80 @@ async fn concurrent_batches_all_arrive_once_in_order_per_request() {
     for r in 0..4u64 {
         let mine: Vec<u64> = got.iter().copied().filter(|s| s / 1000 == r).collect();
         assert_eq!(mine, (0..75).map(|i| r * 1000 + i).collect::<Vec<_>>(), "request {r} in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_acknowledged_event() {
+    let slack = FakeSlack::start().await;
+    let body =
+        format!("{}\n{}\n{}", fast_delivery(1000), slack_notifier("load", &slack.hook_url("load")), route("load", ""));
+    let mut d = Daemon::start(Options::new(body)).await;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let (acked, stop, url, http) = (acked.clone(), stop.clone(), d.url("/api/v1/events"), d.http.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let seq = t * 100_000 + i;
+                i += 1;
+                let event = json!({"kind": "load.item", "fields": {"seq": seq.to_string()}});
+                let sent = http.post(&url).bearer_auth(KEY_W).json(&event).send().await;
+                match sent {
+                    Ok(r) if r.status().as_u16() == 202 => acked.lock().unwrap().push(seq),
+                    Ok(r) => panic!("unexpected {}", r.status()),
+                    Err(_) => break, // the daemon died mid-request: not acknowledged
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    d.signal("KILL");
+    let _ = d.wait_exit(Duration::from_secs(5)).await.expect("killed");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked: Vec<u64> = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 20, "some load was acknowledged: {}", acked.len());
+
+    d.launch().await;
+    // Every acknowledged event is stored ...
+    let mut stored = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/api/v1/events?limit=1000&cursor={c}"),
+            None => "/api/v1/events?limit=1000".to_string(),
+        };
+        let (status, body, text) = d.get(Some(KEY_RW), &q).await;
+        assert_eq!(status, 200, "{text}");
+        for e in body["events"].as_array().unwrap() {
+            stored.insert(e["fields"]["seq"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let missing: Vec<_> = acked.iter().filter(|s| !stored.contains(s)).collect();
+    assert!(missing.is_empty(), "acknowledged but not stored: {missing:?}");
+    // ... and delivered at least once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let delivered: std::collections::HashSet<u64> = seqs(&slack.messages("load")).into_iter().collect();
+        let undelivered: Vec<_> = stored.iter().filter(|s| !delivered.contains(s)).collect();
+        if undelivered.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stored but not delivered: {} of {}",
+            undelivered.len(),
+            stored.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -122,11 +122,7 @@ async fn an_event_at_every_limit_fits_slack_with_visible_truncation() {
         "link": "https://example.com/a|b>c",
     }))
     .await;
-    assert!(
-        slack.wait_for("big", 1, Duration::from_secs(5)).await,
-        "refused by Slack: {:?}",
-        slack.rejections("big")
-    );
+    assert!(slack.wait_for("big", 1, Duration::from_secs(5)).await, "refused by Slack: {:?}", slack.rejections("big"));
     assert!(slack.rejections("big").is_empty());
     let m = &slack.messages("big")[0];
     let header = m["blocks"][0]["text"]["text"].as_str().unwrap();

@@ -44,7 +44,8 @@ async fn secrets_never_leak(format: &'static str) {
     let mut secrets =
         vec![API_KEY.to_string(), SIGNING_SECRET.to_string(), OPS_TOKEN.to_string(), CLOSED_TOKEN.to_string()];
     let mut body =
-        "[delivery]\nmax_attempts = 2\nbackoff_initial = \"50ms\"\nbackoff_max = \"100ms\"\ntimeout = \"400ms\"\n\n".to_string();
+        "[delivery]\nmax_attempts = 2\nbackoff_initial = \"50ms\"\nbackoff_max = \"100ms\"\ntimeout = \"400ms\"\n\n"
+            .to_string();
     for name in ["s500", "s410", "sdrop", "sslow"] {
         let url = slack.hook_url(name);
         let token = url.rsplit('/').next().unwrap().to_string();

@@ -63,7 +63,8 @@ async fn sigterm_with_short_grace_keeps_the_rest_for_the_next_start() {
 async fn sigterm_during_an_outage_exits_promptly_and_keeps_the_messages() {
     let slack = FakeSlack::start().await;
     slack.set_mode("out", Mode::ServerError(None));
-    let body = format!("{}\n{}\n{}", fast_delivery(1000), slack_notifier("out", &slack.hook_url("out")), route("out", ""));
+    let body =
+        format!("{}\n{}\n{}", fast_delivery(1000), slack_notifier("out", &slack.hook_url("out")), route("out", ""));
     let mut d = Daemon::start(Options::new(body)).await;
     for i in 0..5u32 {
         d.accept(&json!({"kind": "outage.test", "fields": {"seq": i.to_string()}})).await;
@@ -78,4 +79,16 @@ async fn sigterm_during_an_outage_exits_promptly_and_keeps_the_messages() {
     d.launch().await;
     assert!(slack.wait_for("out", 5, Duration::from_secs(10)).await);
     assert_eq!(seqs(&slack.messages("out")), [0, 1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_is_a_clean_shutdown_too() {
+    let slack = FakeSlack::start().await;
+    let body = format!("{}\n{}\n{}", fast_delivery(5), slack_notifier("s", &slack.hook_url("s")), route("s", ""));
+    let mut d = Daemon::start(Options::new(body)).await;
+    d.accept(&json!({"kind": "int.test", "fields": {"seq": "0"}})).await;
+    d.signal("INT");
+    let status = d.wait_exit(Duration::from_secs(15)).await.expect("exits on SIGINT");
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", d.stderr());
+    assert_eq!(seqs(&slack.messages("s")), [0]);
 }
