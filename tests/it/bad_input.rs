@@ -44,6 +44,7 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
             "events[2].severity",
         ),
         ("not an object", "[1, 2]".into(), "invalid_event", ""),
+        ("batch item not an object", json!({"events": [{"kind": "a"}, "b"]}).to_string(), "invalid_event", "events[1]"),
         ("user > 256", json!({"kind": "a", "user": "u".repeat(257)}).to_string(), "invalid_event", "user"),
         (
             "label value > 1024",
@@ -86,6 +87,13 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
     let big = json!({"kind": "a", "text": "x".repeat(70_000)}).to_string();
     let (status, json, text) = d.post_raw(Some(KEY_RW), big.clone()).await;
     assert_eq!((status, json["error"]["code"].as_str()), (413, Some("body_too_large")), "{text}");
+    // The limit itself is allowed: whitespace pads a valid event to exactly 65536 bytes.
+    let event = json!({"kind": "size.edge", "user": "kept@example.com"}).to_string();
+    let padded = format!("{event}{}", " ".repeat(65536 - event.len()));
+    let (status, _, text) = d.post_raw(Some(KEY_RW), padded.clone()).await;
+    assert_eq!(status, 202, "exactly max_body_bytes: {text}");
+    let (status, _, text) = d.post_raw(Some(KEY_RW), format!("{padded} ")).await;
+    assert_eq!(status, 413, "one byte more: {text}");
     let status = chunked_post(&d, &big).await;
     assert_eq!(status, 413, "chunked body over the limit");
 
@@ -121,14 +129,16 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
     assert_eq!(status, 200);
     let kinds: Vec<&str> = all["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["good.after", "good.before", "good.before", "good.before"]);
+    let (_, sized, _) = d.get(Some(KEY_RW), "/api/v1/events?kind=size.edge").await;
+    assert_eq!(sized["events"].as_array().unwrap().len(), 1);
     let (_, lost, _) = d.get(Some(KEY_RW), "/api/v1/events?user=lost@example.com").await;
     assert_eq!(lost["events"].as_array().unwrap().len(), 0, "the refused batch stored nothing: {lost}");
     let (_, edge, _) = d.get(Some(KEY_RW), "/api/v1/events?limit=1000&user=e@x.io").await;
     assert_eq!(edge["events"].as_array().unwrap().len(), 1000, "the whole batch was stored");
     assert!(edge["next_cursor"].is_null(), "a full last page has no next page: {}", edge["next_cursor"]);
     let metrics = d.metrics().await;
-    assert_eq!(metric_value(&metrics, "tocsin_events_accepted_total"), Some(1005.0), "{metrics}");
-    for (reason, count) in [("invalid_json", 1.0), ("too_large", 2.0)] {
+    assert_eq!(metric_value(&metrics, "tocsin_events_accepted_total"), Some(1006.0), "{metrics}");
+    for (reason, count) in [("invalid_json", 1.0), ("too_large", 3.0)] {
         let line = format!("tocsin_events_rejected_total{{reason=\"{reason}\"}}");
         assert_eq!(metric_value(&metrics, &line), Some(count), "{line} in\n{metrics}");
     }

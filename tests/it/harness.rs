@@ -50,6 +50,8 @@ pub struct Options {
     /// Everything else: `[delivery]`, `[notifiers.*]`, `[[routes]]`, ...
     pub body: String,
     pub env: Vec<(String, String)>,
+    /// A whole file used as is, except that `127.0.0.1:9750` becomes the test's port.
+    pub raw: Option<String>,
 }
 
 impl Options {
@@ -61,6 +63,7 @@ impl Options {
             keys: standard_keys(),
             body: body.into(),
             env: Vec::new(),
+            raw: None,
         }
     }
 }
@@ -108,6 +111,9 @@ impl Daemon {
     }
 
     pub fn render_config(&self, opts: &Options) -> String {
+        if let Some(raw) = &opts.raw {
+            return raw.replace("127.0.0.1:9750", &format!("127.0.0.1:{}", self.port));
+        }
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}\n\n[store]\nurl = \"sqlite://{db}\"\n\n[log]\nformat = \"{fmt}\"\nlevel = \"{level}\"\n\n{keys}\n{body}\n",
             port = self.port,

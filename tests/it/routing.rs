@@ -131,4 +131,38 @@ async fn an_event_at_every_limit_fits_slack_with_visible_truncation() {
     assert!(visible.contains("(truncated)"), "a visible marker where text was cut");
     assert!(m["text"].as_str().unwrap().chars().count() <= 4000);
     assert!(!visible.contains("<&>"), "mrkdwn control characters are escaped");
+
+    d.accept(&json!({"kind": "cpu.high", "severity": "critical", "title": "CPU high", "status": "resolved"})).await;
+    assert!(slack.wait_for("big", 2, Duration::from_secs(5)).await);
+    let resolved = &slack.messages("big")[1];
+    assert_eq!(resolved["blocks"][0]["text"]["text"], ":white_check_mark: [RESOLVED] CPU high");
+    assert_eq!(resolved["text"], ":white_check_mark: [RESOLVED] CPU high");
+}
+
+/// The README's first command: the daemon on the shipped example (SQLite, console notifier).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_config_runs_and_prints_to_the_console() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tocsin.toml")).unwrap();
+    assert!(example.contains("listen = \"127.0.0.1:9750\""));
+    let mut opts = Options::new("");
+    opts.raw = Some(example);
+    let mut d = Daemon::start(opts).await;
+    let (status, body) = d
+        .post(
+            "dev-key-change-me",
+            &json!({"kind": "user.registered", "severity": "warning", "title": "New user registration",
+                    "text": "alice@example.com signed up", "user": "alice@example.com", "fields": {"plan": "pro"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        eventually(Duration::from_secs(5), || async { d.stdout().contains("New user registration") }).await,
+        "stdout: {}",
+        d.stdout()
+    );
+    let stdout = d.stdout();
+    assert!(stdout.contains("[WARNING] New user registration"), "{stdout}");
+    assert!(stdout.contains("  alice@example.com signed up") && stdout.contains("  plan: pro"), "{stdout}");
+    assert!(d.dir.path().join("tocsin.db").exists(), "the store is sqlite://tocsin.db in the working directory");
+    assert!(d.terminate(Duration::from_secs(10)).await.success());
 }
