@@ -74,3 +74,45 @@ async fn sighup_reloads_and_an_invalid_file_keeps_the_old_config() {
     let status = d.terminate(Duration::from_secs(10)).await;
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixing_a_notifier_by_reload_delivers_what_was_stuck() {
+    let slack = FakeSlack::start().await;
+    slack.set_mode("broken", tocsin::testkit::fake_slack::Mode::ServerError(None));
+    slack.set_mode("doomed", tocsin::testkit::fake_slack::Mode::ServerError(None));
+    let body = |team_hook: &str, with_doomed: bool| {
+        let mut b = format!(
+            "{}\n{}\n{}",
+            fast_delivery(1000),
+            slack_notifier("team", &slack.hook_url(team_hook)),
+            route("team", "kinds = [\"team.*\"]")
+        );
+        if with_doomed {
+            b.push_str(&slack_notifier("doomed", &slack.hook_url("doomed")));
+            b.push_str(&route("doomed", "kinds = [\"doomed.*\"]"));
+        }
+        b
+    };
+    let mut d = Daemon::start(Options::new(body("broken", true))).await;
+    for i in 0..3u32 {
+        d.accept(&json!({"kind": "team.event", "fields": {"seq": i.to_string()}})).await;
+    }
+    d.accept(&json!({"kind": "doomed.event", "fields": {"seq": "9"}})).await;
+    assert!(eventually(Duration::from_secs(5), || async { slack.request_count("broken") >= 2 }).await);
+
+    // The webhook URL is fixed and `doomed` is removed from the file.
+    d.opts.body = body("fixed", false);
+    let opts = d.opts.clone();
+    d.write_config(&opts);
+    d.signal("HUP");
+    assert!(slack.wait_for("fixed", 3, Duration::from_secs(5)).await, "{}", d.stderr());
+    assert_eq!(seqs(&slack.messages("fixed")), [0, 1, 2]);
+    assert_eq!(slack.messages("broken").len(), 0);
+
+    // The removed notifier's message is not silently dropped: still pending, or dead-lettered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, dead) = d.dead_letters_until(KEY_RW, 0, Duration::ZERO).await;
+    let pending = d.metric("tocsin_outbox_pending").await.unwrap_or(0.0);
+    let dead_doomed = dead.iter().any(|e| e["notifier"] == "doomed");
+    assert!(dead_doomed || pending == 1.0, "dead: {dead:?}, pending: {pending}");
+}

@@ -28,10 +28,15 @@ async fn webhook_gets_the_contract_body_signed() {
         .await;
     let id = accepted["ids"][0].as_str().unwrap().to_string();
     d.accept(&json!({"kind": "deploy.done", "title": "Deployed"})).await;
-    assert!(receiver.wait_for(2, Duration::from_secs(10)).await);
+    d.accept(
+        &json!({"kind": "api.latency", "severity": "critical", "labels": {"service": "api"}, "fingerprint": "fp-1",
+                     "status": "resolved"}),
+    )
+    .await;
+    assert!(receiver.wait_for(3, Duration::from_secs(10)).await);
 
     let requests = receiver.requests();
-    assert_eq!(requests.len(), 2);
+    assert_eq!(requests.len(), 3);
     for r in &requests {
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, "/hook");
@@ -68,6 +73,10 @@ async fn webhook_gets_the_contract_body_signed() {
     assert_eq!(second["status"], "event");
     assert_eq!(second["title"], "Deployed");
     assert!(second["events"][0]["fingerprint"].as_str().is_some_and(|f| !f.is_empty()));
+    assert_ne!(second["group_key"], first["group_key"]);
+    let third = requests[2].json().expect("JSON body");
+    assert_eq!(third["status"], "resolved");
+    assert_eq!(third["group_key"], first["group_key"], "stable for one group of one route");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
