@@ -85,15 +85,13 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
 
     // Over server.max_body_bytes: 413, with or without a declared length.
     let big = json!({"kind": "a", "text": "x".repeat(70_000)}).to_string();
-    let (status, json, text) = d.post_raw(Some(KEY_RW), big.clone()).await;
-    assert_eq!((status, json["error"]["code"].as_str()), (413, Some("body_too_large")), "{text}");
+    expect_413(&d, &big).await;
     // The limit itself is allowed: whitespace pads a valid event to exactly 65536 bytes.
     let event = json!({"kind": "size.edge", "user": "kept@example.com"}).to_string();
     let padded = format!("{event}{}", " ".repeat(65536 - event.len()));
     let (status, _, text) = d.post_raw(Some(KEY_RW), padded.clone()).await;
     assert_eq!(status, 202, "exactly max_body_bytes: {text}");
-    let (status, _, text) = d.post_raw(Some(KEY_RW), format!("{padded} ")).await;
-    assert_eq!(status, 413, "one byte more: {text}");
+    expect_413(&d, &format!("{padded} ")).await;
     let status = chunked_post(&d, &big).await;
     assert_eq!(status, 413, "chunked body over the limit");
 
@@ -138,10 +136,10 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
     assert!(edge["next_cursor"].is_null(), "a full last page has no next page: {}", edge["next_cursor"]);
     let metrics = d.metrics().await;
     assert_eq!(metric_value(&metrics, "tocsin_events_accepted_total"), Some(1006.0), "{metrics}");
-    for (reason, count) in [("invalid_json", 1.0), ("too_large", 3.0)] {
-        let line = format!("tocsin_events_rejected_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric_value(&metrics, &line), Some(count), "{line} in\n{metrics}");
-    }
+    assert_eq!(metric_value(&metrics, "tocsin_events_rejected_total{reason=\"invalid_json\"}"), Some(1.0), "{metrics}");
+    // At least: a retried 413 (see `expect_413`) counts once per try.
+    let too_large = metric_value(&metrics, "tocsin_events_rejected_total{reason=\"too_large\"}").unwrap_or(0.0);
+    assert!(too_large >= 3.0, "{metrics}");
     let invalid = metric_value(&metrics, "tocsin_events_rejected_total{reason=\"invalid_event\"}").unwrap_or(0.0);
     assert!(invalid >= (cases.len() - 1) as f64, "{metrics}");
 }
@@ -169,4 +167,68 @@ async fn chunked_post(d: &Daemon, body: &str) -> u16 {
     let _ = stream.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer);
     answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+/// The server answers 413 from the declared length without reading the body and closes the
+/// connection, so the client, still writing, may see a reset instead of the answer (hyper does
+/// no lingering close). A refused body must never be accepted; the 413 must be seen.
+async fn expect_413(d: &Daemon, body: &str) {
+    // A client of its own without pooling: the server closes the connection after a 413 (see
+    // `a_413_closes_the_connection_and_says_so`), which must not break this test's next request.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    for _ in 0..5 {
+        let sent = http
+            .post(d.url("/api/v1/events"))
+            .bearer_auth(KEY_RW)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        match sent {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                let json: Value = serde_json::from_str(&text).unwrap_or_default();
+                assert_eq!((status, json["error"]["code"].as_str()), (413, Some("body_too_large")), "{text}");
+                return;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    panic!("never saw the 413: the connection was reset every time");
+}
+
+// FAILS: a 413 is answered without `Connection: close`, yet the server then closes the
+// connection (the body was not read). A keep-alive client pools the connection and its *next*
+// request fails with "connection closed before message completed" — a valid event lost to a
+// previous oversized one. Expected: the 413 says `Connection: close` (src/api/events.rs
+// `post_events` / src/api/error.rs `too_large`), or the server drains the body and keeps the
+// connection usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_closes_the_connection_and_says_so() {
+    let mut opts = Options::new("");
+    opts.server_extra = "max_body_bytes = 4096".into();
+    let d = Daemon::start(opts).await;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let big = json!({"kind": "a", "text": "x".repeat(20_000)}).to_string();
+    let mut failures = Vec::new();
+    let mut without_close = 0;
+    for i in 0..20 {
+        if let Ok(r) = http.post(d.url("/api/v1/events")).bearer_auth(KEY_RW).body(big.clone()).send().await {
+            assert_eq!(r.status().as_u16(), 413);
+            let close = r.headers().get("connection").and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+            if close.as_deref() != Some("close") {
+                without_close += 1;
+            }
+            let _ = r.text().await;
+        }
+        let sent =
+            http.post(d.url("/api/v1/events")).bearer_auth(KEY_RW).json(&json!({"kind": "after.413"})).send().await;
+        match sent {
+            Ok(r) => assert_eq!(r.status().as_u16(), 202, "round {i}"),
+            Err(e) => failures.push(format!("round {i}: {e:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "valid requests after a 413 failed: {failures:#?}");
+    assert_eq!(without_close, 0, "413 answers without `Connection: close`");
 }
