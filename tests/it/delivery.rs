@@ -1,0 +1,285 @@
+//! Durable delivery: outages, rate limits, crashes and permanent errors.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tocsin::testkit::fake_slack::{FakeSlack, Mode, RateLimit};
+
+use crate::harness::*;
+
+fn two_hooks(slack: &FakeSlack, first: &str, second: &str, max_attempts: u32) -> String {
+    format!(
+        "{}\n{}\n{}\n{}\n{}",
+        fast_delivery(max_attempts),
+        slack_notifier(first, &slack.hook_url(first)),
+        slack_notifier(second, &slack.hook_url(second)),
+        route(first, &format!("kinds = [\"{first}.*\"]")),
+        route(second, &format!("kinds = [\"{second}.*\"]")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_down_then_back_delivers_everything_in_order_without_delaying_others() {
+    let slack = FakeSlack::start().await;
+    slack.set_mode("down", Mode::ServerError(None));
+    let d = Daemon::start(Options::new(two_hooks(&slack, "down", "up", 100))).await;
+
+    let start = Instant::now();
+    for i in 0..20u32 {
+        d.accept(&json!({"kind": "down.event", "title": format!("down {i}"), "fields": {"seq": i.to_string()}})).await;
+        if i % 4 == 0 {
+            let j = i / 4;
+            d.accept(&json!({"kind": "up.event", "title": format!("up {j}"), "fields": {"seq": j.to_string()}})).await;
+        }
+    }
+    // The healthy destination is not held up by the failing one.
+    assert!(slack.wait_for("up", 5, Duration::from_secs(3)).await, "up got {:?}", texts(&slack.messages("up")));
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(seqs(&slack.messages("up")), [0, 1, 2, 3, 4]);
+    assert_eq!(slack.messages("down").len(), 0);
+    let pending = d.metric("tocsin_outbox_pending").await.unwrap_or(0.0);
+    assert!(pending >= 19.0, "the failing destination's messages wait in the outbox: {pending}");
+
+    // Down a little longer, then one round of dropped connections, then back to normal.
+    assert!(eventually(Duration::from_secs(5), || async { slack.request_count("down") >= 4 }).await);
+    let before = slack.request_count("down");
+    slack.set_mode("down", Mode::DropConnections(2));
+    assert!(slack.wait_for("down", 20, Duration::from_secs(10)).await, "down got {:?}", seqs(&slack.messages("down")));
+    assert!(slack.request_count("down") >= before + 2 + 20, "the dropped connections were retried");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seqs(&slack.messages("down")), (0..20).collect::<Vec<_>>());
+    assert_eq!(slack.messages("up").len(), 5);
+    let (_, dead, _) = d.get(Some(KEY_RW), "/api/v1/deliveries/dead").await;
+    assert_eq!(dead["dead_letters"].as_array().map(Vec::len), Some(0), "{dead}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_is_honoured_for_that_hook_only() {
+    let slack = FakeSlack::start().await;
+    slack.set_rate_limit("rl", Some(RateLimit { per_second: 1.0, burst: 2 }));
+    let d = Daemon::start(Options::new(two_hooks(&slack, "rl", "other", 20))).await;
+
+    for i in 0..4u32 {
+        d.accept(&json!({"kind": "rl.event", "fields": {"seq": i.to_string()}})).await;
+    }
+    for i in 0..3u32 {
+        d.accept(&json!({"kind": "other.event", "fields": {"seq": i.to_string()}})).await;
+    }
+    assert!(slack.wait_for("other", 3, Duration::from_secs(3)).await);
+    assert!(slack.wait_for("rl", 4, Duration::from_secs(10)).await, "rl got {:?}", seqs(&slack.messages("rl")));
+    let rl = slack.received("rl");
+    let other = slack.received("other");
+    assert_eq!(seqs(&slack.messages("rl")), [0, 1, 2, 3]);
+    assert_eq!(seqs(&slack.messages("other")), [0, 1, 2]);
+    assert!(slack.rate_limited_count("rl") >= 1);
+    // The third message was refused with Retry-After: 1 right after the second.
+    let gap = rl[2].at.duration_since(rl[1].at);
+    assert!(gap >= Duration::from_millis(950), "retried after {gap:?}, before Retry-After");
+    // The other hook was not paused by rl's Retry-After.
+    assert!(other[2].at < rl[2].at, "other waited for rl's pause");
+    let rejections = slack.rejections("rl");
+    assert!(rejections.iter().all(|r| r.status == 429), "{rejections:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_undelivered_events_delivers_all_after_restart() {
+    let slack = FakeSlack::start().await;
+    slack.set_mode("k", Mode::ServerError(None));
+    let body = format!("{}\n{}\n{}", fast_delivery(1000), slack_notifier("k", &slack.hook_url("k")), route("k", ""));
+    let mut d = Daemon::start(Options::new(body)).await;
+
+    for i in 0..50u32 {
+        d.accept(&json!({"kind": "crash.test", "fields": {"seq": i.to_string()}})).await;
+    }
+    d.signal("KILL");
+    let status = d.wait_exit(Duration::from_secs(5)).await.expect("killed");
+    assert!(!status.success());
+    assert_eq!(slack.messages("k").len(), 0);
+    slack.set_mode("k", Mode::Normal);
+
+    d.launch().await;
+    assert!(slack.wait_for("k", 50, Duration::from_secs(15)).await, "got {:?}", seqs(&slack.messages("k")));
+    // At least once, in order of first appearance.
+    let mut first_seen = Vec::new();
+    for s in seqs(&slack.messages("k")) {
+        if !first_seen.contains(&s) {
+            first_seen.push(s);
+        }
+    }
+    assert_eq!(first_seen, (0..50).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_are_dead_lettered_not_retried_forever() {
+    let slack = FakeSlack::start().await;
+    slack.set_mode("arch", Mode::Archived);
+    slack.set_mode("rev", Mode::Revoked);
+    slack.set_mode("err", Mode::ServerError(None));
+    let mut body = fast_delivery(3);
+    // A webhook that was removed: 404 no_service.
+    body.push_str(&slack_notifier("gone", &slack.hook_url("gone")));
+    body.push_str(&route("gone", "kinds = [\"gone.*\"]"));
+    slack.remove_hook("gone");
+    for name in ["arch", "rev", "err"] {
+        body.push_str(&slack_notifier(name, &slack.hook_url(name)));
+        body.push_str(&route(name, &format!("kinds = [\"{name}.*\"]")));
+    }
+    let d = Daemon::start(Options::new(body)).await;
+    for name in ["arch", "rev", "err", "gone"] {
+        d.accept(&json!({"kind": format!("{name}.event"), "title": format!("to {name}")})).await;
+    }
+
+    let (_, dead) = d.dead_letters_until(KEY_RW, 4, Duration::from_secs(10)).await;
+    let found = dead.len() >= 4;
+    assert!(found, "dead letters: {dead:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(slack.request_count("arch"), 1, "archived: exactly one attempt");
+    assert_eq!(slack.request_count("rev"), 1, "revoked: exactly one attempt");
+    assert_eq!(slack.request_count("err"), 3, "5xx: max_attempts attempts");
+
+    let by_notifier =
+        |n: &str| dead.iter().find(|e| e["notifier"] == n).unwrap_or_else(|| panic!("no {n} in {dead:?}")).clone();
+    for (name, attempts, error) in
+        [("arch", 1, "channel_is_archived"), ("rev", 1, "invalid_token"), ("err", 3, "rollup_error")]
+    {
+        let entry = by_notifier(name);
+        assert_eq!(entry["attempts"], attempts, "{entry}");
+        assert_eq!(entry["destination"], name, "{entry}");
+        assert!(entry["last_error"].as_str().is_some_and(|e| e.contains(error)), "{entry}");
+        assert!(entry["id"].is_i64() && entry["created_at"].is_string(), "{entry}");
+        assert_eq!(entry["message"]["title"], format!("to {name}"), "{entry}");
+    }
+
+    // Dead letters page too.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..4 {
+        let (status, body, text) =
+            d.get(Some(KEY_RW), &format!("/api/v1/deliveries/dead?limit=2&cursor={cursor}")).await;
+        assert_eq!(status, 200, "{text}");
+        paged.extend(body["dead_letters"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()));
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    let mut ids: Vec<i64> = dead.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(paged, ids, "newest first, each once");
+
+    let metrics = d.metrics().await;
+    for name in ["arch", "rev", "err", "gone"] {
+        let line = format!("tocsin_deliveries_total{{notifier=\"{name}\",outcome=\"dead\"}}");
+        assert_eq!(metric_value(&metrics, &line), Some(1.0), "{line} in\n{metrics}");
+    }
+    assert_eq!(
+        metric_value(&metrics, "tocsin_deliveries_total{notifier=\"err\",outcome=\"retried\"}"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(metric_value(&metrics, "tocsin_dead_letters"), Some(4.0), "{metrics}");
+    assert_eq!(metric_value(&metrics, "tocsin_outbox_pending"), Some(0.0), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_all_arrive_once_in_order_per_request() {
+    let slack = FakeSlack::start().await;
+    let body =
+        format!("{}\n{}\n{}", fast_delivery(20), slack_notifier("bulk", &slack.hook_url("bulk")), route("bulk", ""));
+    let d = Daemon::start(Options::new(body)).await;
+    // A few 500s on the way, to cross batch boundaries while retrying.
+    slack.set_mode("bulk", Mode::ServerError(Some(3)));
+    let requests = (0..4u64).map(|r| {
+        let batch: Vec<_> =
+            (0..75u64).map(|i| json!({"kind": "bulk.item", "fields": {"seq": (r * 1000 + i).to_string()}})).collect();
+        let d = &d;
+        async move {
+            let (status, body) = d.post(KEY_W, &json!({ "events": batch })).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    });
+    futures_util::future::join_all(requests).await;
+    assert!(slack.wait_for("bulk", 300, Duration::from_secs(15)).await, "got {}", slack.messages("bulk").len());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = seqs(&slack.messages("bulk"));
+    assert_eq!(got.len(), 300, "each exactly once");
+    for r in 0..4u64 {
+        let mine: Vec<u64> = got.iter().copied().filter(|s| s / 1000 == r).collect();
+        assert_eq!(mine, (0..75).map(|i| r * 1000 + i).collect::<Vec<_>>(), "request {r} in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_acknowledged_event() {
+    let slack = FakeSlack::start().await;
+    let body =
+        format!("{}\n{}\n{}", fast_delivery(1000), slack_notifier("load", &slack.hook_url("load")), route("load", ""));
+    let mut d = Daemon::start(Options::new(body)).await;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let (acked, stop, url, http) = (acked.clone(), stop.clone(), d.url("/api/v1/events"), d.http.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let seq = t * 100_000 + i;
+                i += 1;
+                let event = json!({"kind": "load.item", "fields": {"seq": seq.to_string()}});
+                let sent = http.post(&url).bearer_auth(KEY_W).json(&event).send().await;
+                match sent {
+                    Ok(r) if r.status().as_u16() == 202 => acked.lock().unwrap().push(seq),
+                    Ok(r) => panic!("unexpected {}", r.status()),
+                    Err(_) => break, // the daemon died mid-request: not acknowledged
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    d.signal("KILL");
+    let _ = d.wait_exit(Duration::from_secs(5)).await.expect("killed");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked: Vec<u64> = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 20, "some load was acknowledged: {}", acked.len());
+
+    d.launch().await;
+    // Every acknowledged event is stored ...
+    let mut stored = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/api/v1/events?limit=1000&cursor={c}"),
+            None => "/api/v1/events?limit=1000".to_string(),
+        };
+        let (status, body, text) = d.get(Some(KEY_RW), &q).await;
+        assert_eq!(status, 200, "{text}");
+        for e in body["events"].as_array().unwrap() {
+            stored.insert(e["fields"]["seq"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let missing: Vec<_> = acked.iter().filter(|s| !stored.contains(s)).collect();
+    assert!(missing.is_empty(), "acknowledged but not stored: {missing:?}");
+    // ... and delivered at least once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let delivered: std::collections::HashSet<u64> = seqs(&slack.messages("load")).into_iter().collect();
+        let undelivered: Vec<_> = stored.iter().filter(|s| !delivered.contains(s)).collect();
+        if undelivered.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stored but not delivered: {} of {}",
+            undelivered.len(),
+            stored.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
