@@ -43,6 +43,7 @@ struct Parts {
     store: DynStore,
     pipeline: SharedPipeline,
     delivery: Delivery,
+    delivery_stop: CancellationToken,
     settings: Shared<ApiSettings>,
     metrics: Arc<Metrics>,
     ingest: Ingest,
@@ -55,6 +56,9 @@ fn api_settings(config: &Config) -> ApiSettings {
 /// Builds and starts everything; returns once the HTTP listener is bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
+    // Delivery stops only after HTTP has drained, so what is accepted during the drain is
+    // still delivered before exit.
+    let delivery_stop = CancellationToken::new();
     let store = store::open(&config.store.url).await.context("cannot open the store")?;
     let metrics = Metrics::new();
     let notifier_ctx = NotifierContext::new(config.delivery.timeout.get());
@@ -64,7 +68,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         RetryPolicy::from(&config.delivery),
         Pacing::from_config(&config),
         metrics.clone(),
-        shutdown.clone(),
+        delivery_stop.clone(),
     );
     let pipeline = SharedPipeline::new(Pipeline::new(&config).context("invalid routes or templates")?);
     let now = chrono::Utc::now();
@@ -85,7 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = %store_kind(&config.store.url), "tocsin listening");
 
-    let parts = Parts { store, pipeline, delivery, settings, metrics, ingest };
+    let parts = Parts { store, pipeline, delivery, delivery_stop, settings, metrics, ingest };
     let task = tokio::spawn(run(config, parts, listener, shutdown.clone()));
     Ok(Running { addr, shutdown, task })
 }
@@ -138,11 +142,12 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
     if let Some(handle) = checks {
         let _ = tokio::time::timeout(grace, handle).await;
     }
+    ticker.abort();
+    parts.delivery_stop.cancel();
     if !parts.delivery.drain(grace).await {
         tracing::warn!("deliveries still pending after the grace period; they stay in the outbox for the next start");
     }
     pruner.abort();
-    ticker.abort();
     parts.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -94,6 +94,14 @@ pub struct Event {
     pub source: String,
 }
 
+impl Event {
+    /// True when the sender named no fingerprint. Such one-off events are each their own
+    /// notification: only a fingerprint the sender chose says "this is the same thing again".
+    pub fn fingerprint_is_derived(&self) -> bool {
+        self.fingerprint == derive_fingerprint(&self.kind, &self.labels)
+    }
+}
+
 /// Why one field of one event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -220,10 +228,7 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
             return Err(FieldError::new(field("fingerprint"), "must be 1 to 256 characters"))
         }
         Some(f) => f.to_string(),
-        // An alert is the same alert whatever its text says; a one-off event is "the same
-        // again" only when it says the same thing.
-        None if status.is_some() => derive_fingerprint(&kind, &labels),
-        None => derive_content_fingerprint(&kind, &labels, [&title, &text, &user], &fields),
+        None => derive_fingerprint(&kind, &labels),
     };
 
     let source = match opt_str(obj, "source", &field)? {
@@ -318,26 +323,6 @@ pub fn derive_fingerprint(kind: &str, labels: &BTreeMap<String, String>) -> Stri
     hex::encode(&hasher.finalize()[..8])
 }
 
-/// The fingerprint of a one-off event that names none: identical events (same kind, labels,
-/// title, text, user and fields) collapse into one message with a count; different ones don't.
-pub fn derive_content_fingerprint(
-    kind: &str,
-    labels: &BTreeMap<String, String>,
-    parts: [&Option<String>; 3],
-    fields: &Map<String, Value>,
-) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(derive_fingerprint(kind, labels).as_bytes());
-    for part in parts {
-        hasher.update([0xfd]);
-        hasher.update(part.as_deref().unwrap_or("").as_bytes());
-    }
-    hasher.update([0xfc]);
-    hasher.update(serde_json::to_string(fields).unwrap_or_default().as_bytes());
-    hex::encode(&hasher.finalize()[..8])
-}
-
 /// Time-ordered ids keep the primary index append-only and make ids sortable.
 pub fn new_event_id(now: DateTime<Utc>) -> Uuid {
     let ts = uuid::Timestamp::from_unix(uuid::NoContext, now.timestamp() as u64, now.timestamp_subsec_nanos());
@@ -359,13 +344,10 @@ mod tests {
         assert_eq!(e.severity, Severity::Info);
         assert_eq!(e.timestamp, now());
         assert_eq!(e.source, "backend");
-        let again = parse_event(&json!({"kind": "user.registered"}), "", "backend", now()).unwrap();
-        assert_eq!(e.fingerprint, again.fingerprint, "identical events share a fingerprint");
-        let other = parse_event(&json!({"kind": "user.registered", "user": "bob"}), "", "backend", now()).unwrap();
-        assert_ne!(e.fingerprint, other.fingerprint);
-        let alert = parse_event(&json!({"kind": "a", "status": "firing", "text": "x"}), "", "k", now()).unwrap();
-        let resolved = parse_event(&json!({"kind": "a", "status": "resolved", "text": "y"}), "", "k", now()).unwrap();
-        assert_eq!(alert.fingerprint, resolved.fingerprint, "an alert keeps its fingerprint as its text changes");
+        assert_eq!(e.fingerprint, derive_fingerprint("user.registered", &BTreeMap::new()));
+        assert!(e.fingerprint_is_derived());
+        let named = parse_event(&json!({"kind": "user.registered", "fingerprint": "x"}), "", "backend", now()).unwrap();
+        assert!(!named.fingerprint_is_derived());
     }
 
     #[test]

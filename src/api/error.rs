@@ -16,6 +16,8 @@ pub struct ApiError {
     /// Every problem when several were found (a batch with several bad events).
     pub details: Vec<FieldError>,
     pub retry_after: Option<u64>,
+    /// The body was not read: the connection cannot be reused, so say so.
+    pub close: bool,
 }
 
 #[derive(Serialize)]
@@ -41,7 +43,15 @@ struct Detail<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None, details: Vec::new(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            details: Vec::new(),
+            retry_after: None,
+            close: false,
+        }
     }
 
     pub fn bad_request(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -71,7 +81,13 @@ impl ApiError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is larger than {limit} bytes"))
+        let mut err = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {limit} bytes"),
+        );
+        err.close = true;
+        err
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -114,6 +130,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

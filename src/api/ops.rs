@@ -36,3 +36,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+}

@@ -183,8 +183,9 @@ pub struct RateLimitConfig {
 fn default_burst() -> u32 {
     1
 }
+/// About twenty seconds of queue at Slack's pace: short backlogs go out one by one.
 fn default_fold_threshold() -> usize {
-    5
+    20
 }
 
 /// Alert lifecycle settings.

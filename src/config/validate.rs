@@ -154,12 +154,26 @@ fn validate_templates(config: &Config) -> Vec<(String, String)> {
 }
 
 fn validate_notifiers(config: &Config) -> Vec<(String, String)> {
-    config
+    let mut errors: Vec<(String, String)> = config
         .notifiers
         .keys()
         .filter(|name| name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
         .map(|name| (key_path("notifiers", name), "notifier names may contain only A-Z, a-z, 0-9, '_' and '-'".into()))
-        .collect()
+        .collect();
+    for (name, notifier) in &config.notifiers {
+        for (key, url) in notifier.urls() {
+            // The value may hold a token: the message says what is wrong, never what it is.
+            let problem = match url::Url::parse(url.expose()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => None,
+                Ok(_) => Some("must be an http:// or https:// URL"),
+                Err(_) => Some("is not an absolute URL (expected https://…)"),
+            };
+            if let Some(problem) = problem {
+                errors.push((key_path(&key_path("notifiers", name), key), problem.into()));
+            }
+        }
+    }
+    errors
 }
 
 /// Kind patterns must compile, and must be able to match a kind at all: kinds are lowercase,

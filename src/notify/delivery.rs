@@ -204,7 +204,11 @@ impl Delivery {
         workers.insert(destination.to_string(), notify.clone());
         let inner = self.inner.clone();
         let destination = destination.to_string();
-        self.inner.tracker.spawn(async move { run_worker(inner, destination, notify).await });
+        self.inner.tracker.spawn(async move {
+            run_worker(inner.clone(), destination.clone(), notify).await;
+            // A worker that ended must not swallow a later wake-up.
+            inner.workers.lock().unwrap_or_else(|e| e.into_inner()).remove(&destination);
+        });
     }
 
     /// Swaps notifiers, policy and pacing after a configuration reload; workers pick them up
@@ -374,7 +378,13 @@ impl Pacer<'_> {
     }
 }
 
-async fn deliver(inner: &Inner, head: &OutboxEntry, batch: &Batch, message: &Message, pacer: &mut Pacer<'_>) -> Outcome {
+async fn deliver(
+    inner: &Inner,
+    head: &OutboxEntry,
+    batch: &Batch,
+    message: &Message,
+    pacer: &mut Pacer<'_>,
+) -> Outcome {
     let mut attempts = head.attempts;
     loop {
         pacer.ready(&inner.shutdown).await;

@@ -69,6 +69,15 @@ pub enum NotifierConfig {
 }
 
 impl NotifierConfig {
+    /// The URLs this notifier sends to, by config key, for validation.
+    pub fn urls(&self) -> Vec<(&'static str, &crate::config::Secret)> {
+        match self {
+            NotifierConfig::SlackWebhook(c) => vec![("url", &c.url)],
+            NotifierConfig::Webhook(c) => vec![("url", &c.url)],
+            NotifierConfig::Console(_) => vec![],
+        }
+    }
+
     /// The target's own posting limit, so the pipeline never provokes a 429 in steady state.
     /// Slack allows one message per second per webhook (with short bursts, unpublished).
     pub fn default_rate_limit(&self) -> Option<crate::config::RateLimitConfig> {

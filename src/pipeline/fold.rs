@@ -15,6 +15,9 @@ use crate::store::{BatchSummary, OutboxEntry};
 
 /// Items listed in a folded message before "and N more".
 pub const LISTED: usize = 10;
+/// A backlog folded to respect a rate limit lists more, in order: it stands in for messages
+/// that would each have been sent.
+pub const BACKLOG_LISTED: usize = 50;
 
 pub enum Fold {
     Group,
@@ -69,12 +72,23 @@ fn base(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
     }
 }
 
-fn list(entries: &[OutboxEntry], total: u64) -> String {
-    let mut text = String::new();
-    for e in entries.iter().take(LISTED) {
-        let _ = writeln!(text, "• {}", e.message.title);
+/// One line per message: its title, and the first line of its text when it has one.
+fn item(message: &Message) -> String {
+    let first_line = message.text.lines().next().unwrap_or("").trim();
+    if first_line.is_empty() || first_line == message.title {
+        message.title.clone()
+    } else {
+        let short: String = first_line.chars().take(120).collect();
+        format!("{}: {short}", message.title)
     }
-    let listed = entries.len().min(LISTED) as u64;
+}
+
+fn list(entries: &[OutboxEntry], total: u64, max: usize) -> String {
+    let mut text = String::new();
+    for e in entries.iter().take(max) {
+        let _ = writeln!(text, "• {}", item(&e.message));
+    }
+    let listed = entries.len().min(max) as u64;
     if total > listed {
         let _ = writeln!(text, "and {} more", thousands(total - listed));
     }
@@ -122,7 +136,7 @@ fn fold_group(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
         return msg;
     }
     msg.title = format!("{} events: {}", thousands(summary.count), kinds_line(summary));
-    msg.text = list(entries, summary.count);
+    msg.text = list(entries, summary.count, LISTED);
     msg
 }
 
@@ -194,7 +208,9 @@ fn digest(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
 fn backlog(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
     let mut msg = base(entries, summary);
     msg.title = format!("{} notifications folded to respect the rate limit", thousands(summary.count));
-    msg.text = format!("{}\n{}", kinds_line(summary), list(entries, summary.count));
+    msg.text = format!("{}\n{}", kinds_line(summary), list(entries, summary.count, BACKLOG_LISTED));
+    msg.events = entries.iter().flat_map(|e| e.message.events.iter().cloned()).take(BACKLOG_LISTED).collect();
+    msg.truncated = summary.count.saturating_sub(msg.events.len() as u64);
     msg.group_key = "backlog".into();
     msg
 }

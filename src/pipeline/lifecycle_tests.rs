@@ -198,13 +198,15 @@ fn one_off_repeats_fold_and_digests_wait_for_the_period() {
     let tl = Timeline::new(
         "[notifiers.stats]\ntype = \"console\"\n[[routes]]\nkinds = [\"stats.*\"]\nnotifier = \"stats\"\ndigest = \"1h\"\n",
     );
-    let first = tl.send(0, json!({"kind": "svc.payment_failed", "text": "card declined"}));
-    let again = tl.send(5, json!({"kind": "svc.payment_failed", "text": "card declined"}));
-    let other = tl.send(6, json!({"kind": "svc.payment_failed", "text": "expired card"}));
+    let first = tl.send(0, json!({"kind": "svc.payment_failed", "text": "card declined", "fingerprint": "declined"}));
+    let again = tl.send(5, json!({"kind": "svc.payment_failed", "text": "card declined", "fingerprint": "declined"}));
+    let other = tl.send(6, json!({"kind": "svc.payment_failed", "text": "card declined"}));
     assert_eq!(first.deliveries[0].not_before, tl.at(0));
     assert_eq!(again.deliveries[0].not_before, tl.at(60), "the same event again waits to be counted");
     assert_eq!(again.deliveries[0].group_key, first.deliveries[0].group_key);
-    assert_eq!(other.deliveries[0].not_before, tl.at(6), "a different event is not held back");
+    assert_eq!(other.deliveries[0].not_before, tl.at(6), "without a fingerprint each event is told");
+    let same_again = tl.send(8, json!({"kind": "svc.payment_failed", "text": "card declined"}));
+    assert_eq!(same_again.deliveries[0].not_before, tl.at(8));
     let digest = tl.send(7, json!({"kind": "stats.signup"}));
     assert_eq!(digest.deliveries[0].not_before, "2026-11-21T17:00:00Z".parse::<DateTime<Utc>>().unwrap());
     assert!(digest.deliveries[0].group_key.ends_with("|digest"));

@@ -100,12 +100,16 @@ impl CompiledRoute {
     }
 
     /// Events of one group are sent together: the digest of the route, the values of its
-    /// `group_by` labels, or (by default) the event's fingerprint.
+    /// `group_by` labels, or (by default) the fingerprint. A one-off event whose sender named
+    /// no fingerprint is a group of its own: each is told, none is held back as a repeat.
     pub fn group_key(&self, event: &Event) -> String {
         if self.digest.is_some() {
             return format!("{}|digest", self.id);
         }
         if self.group_by.is_empty() {
+            if event.status.is_none() && event.fingerprint_is_derived() {
+                return format!("{}|{}", self.id, event.id);
+            }
             return format!("{}|{}", self.id, event.fingerprint);
         }
         let values: Vec<String> = self

@@ -19,7 +19,7 @@ fn delivery(destination: &str, e: &Event) -> NewDelivery {
     NewDelivery {
         destination: destination.into(),
         notifier: destination.into(),
-        group_key: e.fingerprint.clone(),
+        group_key: e.id.to_string(),
         not_before: e.received_at,
         message: Message {
             title: e.kind.clone(),
@@ -29,7 +29,7 @@ fn delivery(destination: &str, e: &Event) -> NewDelivery {
             fields: vec![],
             link: None,
             channel: None,
-            group_key: e.fingerprint.clone(),
+            group_key: e.id.to_string(),
             group_labels: Default::default(),
             events: vec![e.clone()],
             truncated: 0,
