@@ -4,10 +4,9 @@
 //! (implicit TLS, port 465) or `none` (plain, port 25: for a relay on localhost or tests).
 //!
 //! One [`Notifier::send`] is one email to every configured recipient. Batching per recipient
-//! list is [`Email::send_digest`]: the messages that queued up for this destination are folded
-//! into one digest email ([`build_email`] with several messages); a delivery worker that drains
-//! a backlog for an email destination calls it instead of sending them one by one. Each email
-//! destination has one recipient list, so "per recipient" is per destination.
+//! list (one list per destination) is [`Email::send_digest`]: messages that queued up for this
+//! destination folded into one digest email ([`build_email`] with several messages). Folding a
+//! backlog is the delivery worker's job; it does not call `send_digest` yet.
 //!
 //! SMTP replies are classified by their class: 4xx (e.g. 451, 421) retryable, 5xx (550 no such
 //! user, 535 bad credentials) permanent; connection, network and TLS failures retryable; a
@@ -168,7 +167,7 @@ fn smtp_error(e: &lettre::transport::smtp::Error, password: Option<&Secret>) -> 
         text = text.replace(p, "<redacted>");
     }
     let text = format!("smtp: {}", truncate(text.trim(), 300, "…"));
-    if e.is_permanent() || (e.is_client() && !e.is_transient()) {
+    if e.is_permanent() || e.is_client() {
         NotifyError::permanent(text)
     } else {
         NotifyError::retryable(text)

@@ -246,6 +246,38 @@ mod tests {
         assert_eq!(safe_link("HTTP://x"), Some("HTTP://x"));
     }
 
+    /// The commented-out examples in `examples/tocsin.toml` are real configurations.
+    #[test]
+    fn documented_examples_parse() {
+        let text = include_str!("../../examples/tocsin.toml");
+        let mut blocks: Vec<String> = Vec::new();
+        let mut in_block = false;
+        for line in text.lines() {
+            if line.starts_with("# [notifiers.") {
+                blocks.push(String::new());
+                in_block = true;
+            } else if !line.starts_with("# ") {
+                in_block = false;
+            } else if in_block && !line.starts_with("# # ") {
+                if let Some(block) = blocks.last_mut() {
+                    block.push_str(&line["# ".len()..].replace("${env:", "${"));
+                    block.push('\n');
+                }
+            }
+        }
+        let mut types = Vec::new();
+        for block in blocks.iter().filter(|b| !b.is_empty()) {
+            let config: super::super::NotifierConfig = match toml::from_str(block) {
+                Ok(c) => c,
+                Err(e) => panic!("example does not parse: {e}\n{block}"),
+            };
+            types.push(format!("{config:?}").split('(').next().unwrap_or_default().to_string());
+        }
+        for kind in ["Teams", "Discord", "Mattermost", "Email", "PagerDuty", "Telegram"] {
+            assert!(types.iter().any(|t| t == kind), "{kind} is documented: {types:?}");
+        }
+    }
+
     #[test]
     fn retry_after_seconds_from_json() {
         assert_eq!(seconds(&serde_json::json!(0.64)), Some(Duration::from_millis(640)));

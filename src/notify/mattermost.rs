@@ -108,7 +108,8 @@ pub fn payload(config: &MattermostConfig, message: &Message) -> Value {
         .take(MAX_FIELDS)
         .map(|f| {
             json!({
-                "title": truncate(&escape(&f.name), 200, "…"),
+                // Field titles are plain text in Mattermost: escaping would show backslashes.
+                "title": truncate(&f.name, 200, "…"),
                 "value": truncate(&escape(&f.value), MAX_FIELD_CHARS, TRUNCATION_MARKER),
                 "short": f.value.chars().count() <= 40,
             })

@@ -135,7 +135,8 @@ pub fn payload(config: &PagerDutyConfig, message: &Message) -> Value {
         details.insert("text".into(), json!(truncate(&message.text, 4000, super::http::TRUNCATION_MARKER)));
     }
     for field in message.fields.iter().take(50) {
-        details.insert(truncate(&field.name, 200, "…"), json!(truncate(&field.value, 1000, "…")));
+        // The message's own text and labels win over a field of the same name.
+        details.entry(truncate(&field.name, 200, "…")).or_insert(json!(truncate(&field.value, 1000, "…")));
     }
     if !message.group_labels.is_empty() {
         details.insert("group_labels".into(), json!(message.group_labels));
