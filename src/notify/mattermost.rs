@@ -61,8 +61,17 @@ impl Notifier for Mattermost {
         if answer.status.is_success() {
             return Ok(());
         }
-        Err(classify_status(answer.status, &answer.headers, error_message(&answer)))
+        Err(classify(&answer))
     }
+}
+
+/// As every webhook, except that 501 is Mattermost saying incoming webhooks are disabled on
+/// the server (`web.incoming_webhook.disabled.app_error`): retrying will not turn them on.
+fn classify(answer: &Answer) -> NotifyError {
+    if answer.status == reqwest::StatusCode::NOT_IMPLEMENTED {
+        return NotifyError::permanent(error_message(answer));
+    }
+    classify_status(answer.status, &answer.headers, error_message(answer))
 }
 
 fn error_message(answer: &Answer) -> String {
@@ -231,6 +240,22 @@ mod tests {
         let wrong = Mattermost::new(config(&format!("{}/hooks/nosuchhook0000000000000000", fake.base_url())), client());
         assert!(!wrong.send(&message()).await.expect_err("400").is_retryable());
         assert_eq!(fake.accepted().len(), 1);
+    }
+
+    #[test]
+    fn disabled_webhooks_are_permanent() {
+        let answer = Answer {
+            status: reqwest::StatusCode::NOT_IMPLEMENTED,
+            headers: Default::default(),
+            body: r#"{"id":"web.incoming_webhook.disabled.app_error","message":"Incoming webhooks have been disabled by the system admin.","status_code":501}"#.into(),
+        };
+        assert_eq!(
+            classify(&answer),
+            NotifyError::permanent(
+                "mattermost answered 501 Incoming webhooks have been disabled by the system admin. \
+                 (web.incoming_webhook.disabled.app_error)"
+            )
+        );
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::future::pending;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -93,6 +94,34 @@ struct Inner {
     /// Telegram chats the bot may post to.
     chats: Vec<String>,
     next_id: u64,
+    rate_limit: Option<RateWindow>,
+    /// When the requests inside the current rate window arrived.
+    recent: VecDeque<Instant>,
+}
+
+/// At most `max` requests per `per`, a sliding window, as the targets count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    pub max: u32,
+    pub per: Duration,
+}
+
+impl Target {
+    /// The target's documented default limit for one webhook, bot chat or integration key:
+    /// Discord 5 per 2 s per webhook (its `X-RateLimit-Limit: 5`), Telegram about one message
+    /// per second in a chat, PagerDuty 120 events a minute per routing key, Teams 4 per second
+    /// (the figure documented for its incoming webhooks; workflows publish none), Mattermost 10 per second (its rate limiter's default
+    /// when enabled).
+    pub fn documented_rate_limit(self) -> RateWindow {
+        let (max, per) = match self {
+            Target::Discord => (5, Duration::from_secs(2)),
+            Target::Telegram => (1, Duration::from_secs(1)),
+            Target::PagerDuty => (120, Duration::from_secs(60)),
+            Target::Teams => (4, Duration::from_secs(1)),
+            Target::Mattermost => (10, Duration::from_secs(1)),
+        };
+        RateWindow { max, per }
+    }
 }
 
 struct Shared {
@@ -149,6 +178,8 @@ impl FakeChat {
             accepted: Vec::new(),
             chats: vec!["-1001234567890".to_string(), "@tocsin_alerts".to_string()],
             next_id: 0,
+            rate_limit: None,
+            recent: VecDeque::new(),
         };
         let shared = Arc::new(Shared { target, secret, id, inner: Mutex::new(inner) });
         let router = Router::new().fallback(handle).with_state(shared.clone());
@@ -192,6 +223,14 @@ impl FakeChat {
         self.shared.lock().faults = faults.into_iter().collect();
     }
 
+    /// Enforce a rate limit (none by default, so tests are not timing-dependent); requests
+    /// over it get the target's 429 with the time until the window frees a slot.
+    pub fn set_rate_limit(&self, limit: Option<RateWindow>) {
+        let mut inner = self.shared.lock();
+        inner.rate_limit = limit;
+        inner.recent.clear();
+    }
+
     /// Every request, whatever the answer.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.lock().requests.clone()
@@ -220,7 +259,10 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let fault = shared.lock().faults.pop_front();
+    let fault = {
+        let mut inner = shared.lock();
+        inner.faults.pop_front().or_else(|| over_rate_limit(&mut inner))
+    };
     let verdict = match fault {
         Some(Fault::Drop) => Verdict::Drop,
         Some(fault) => Verdict::Answer(fault_answer(&shared, &fault)),
@@ -247,6 +289,23 @@ async fn handle(
             None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         },
     }
+}
+
+/// A `RateLimited` fault when one more request now would exceed the window; else counts it.
+fn over_rate_limit(inner: &mut Inner) -> Option<Fault> {
+    let limit = inner.rate_limit?;
+    let now = Instant::now();
+    while inner.recent.front().is_some_and(|t| now.duration_since(*t) >= limit.per) {
+        inner.recent.pop_front();
+    }
+    if inner.recent.len() < limit.max as usize {
+        inner.recent.push_back(now);
+        return None;
+    }
+    let oldest = inner.recent.front().copied().unwrap_or(now);
+    let wait = limit.per.saturating_sub(now.duration_since(oldest));
+    // Millisecond precision, as Discord reports it.
+    Some(Fault::RateLimited((wait.as_millis() as f64 / 1000.0).max(0.001)))
 }
 
 fn json_answer(status: StatusCode, body: Value) -> Response {
@@ -836,6 +895,24 @@ mod tests {
         assert!(telegram_html_text("<script>x</script>").is_err());
         assert!(telegram_html_text("<b>x").is_err());
         assert_eq!(telegram_html_text("<a href=\"https://x\">l</a>"), Ok("l".to_string()));
+    }
+
+    #[tokio::test]
+    async fn enforces_a_rate_window() {
+        let fake = FakeChat::start(Target::Discord).await;
+        fake.set_rate_limit(Some(Target::Discord.documented_rate_limit()));
+        let client = reqwest::Client::new();
+        for _ in 0..5 {
+            let r = client.post(fake.url()).json(&json!({"content": "hi"})).send().await.expect("an answer");
+            assert_eq!(r.status().as_u16(), 204);
+        }
+        let r = client.post(fake.url()).json(&json!({"content": "hi"})).send().await.expect("an answer");
+        assert_eq!(r.status().as_u16(), 429);
+        assert_eq!(r.headers().get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()), Some("0"));
+        let v: Value = r.json().await.expect("json");
+        let wait = v["retry_after"].as_f64().unwrap_or(0.0);
+        assert!(wait > 1.0 && wait <= 2.0, "{v}");
+        assert_eq!(fake.accepted().len(), 5);
     }
 
     #[tokio::test]
