@@ -83,6 +83,25 @@ fn title_color(message: &Message) -> &'static str {
     }
 }
 
+/// TextBlocks are Markdown: the characters that make emphasis, code or links are
+/// backslash-escaped so untrusted text cannot forge a link, and each line break is doubled
+/// because a single one is not a break in Markdown.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' | '*' | '_' | '[' | ']' | '`' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\n\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The request body: one Adaptive Card 1.4, at most [`MAX_PAYLOAD_BYTES`] long.
 pub fn payload(message: &Message) -> Value {
     let mut text_room = MAX_TEXT_CHARS;
@@ -120,7 +139,7 @@ fn envelope(card: Value) -> Value {
 }
 
 fn card(message: &Message, text_room: usize, facts: usize) -> Value {
-    let title = format!("{} {}", title_tag(message), truncate(&title_or_kind(message), MAX_TITLE_CHARS, "…"));
+    let title = format!("{} {}", title_tag(message), escape(&truncate(&title_or_kind(message), MAX_TITLE_CHARS, "…")));
     let mut body = vec![json!({
         "type": "TextBlock",
         "text": title,
@@ -131,14 +150,14 @@ fn card(message: &Message, text_room: usize, facts: usize) -> Value {
     })];
     if !message.text.trim().is_empty() {
         body.push(
-            json!({"type": "TextBlock", "text": truncate(&message.text, text_room, TRUNCATION_MARKER), "wrap": true}),
+            json!({"type": "TextBlock", "text": escape(&truncate(&message.text, text_room, TRUNCATION_MARKER)), "wrap": true}),
         );
     }
     let shown = facts.min(message.fields.len());
     if shown > 0 {
         let facts: Vec<Value> = message.fields[..shown]
             .iter()
-            .map(|f| json!({"title": truncate(&f.name, 200, "…"), "value": truncate(&f.value, MAX_FACT_CHARS, TRUNCATION_MARKER)}))
+            .map(|f| json!({"title": escape(&truncate(&f.name, 200, "…")), "value": escape(&truncate(&f.value, MAX_FACT_CHARS, TRUNCATION_MARKER))}))
             .collect();
         body.push(json!({"type": "FactSet", "facts": facts}));
     }
@@ -148,7 +167,7 @@ fn card(message: &Message, text_room: usize, facts: usize) -> Value {
         notes.push(format!("…and {} more fields", message.fields.len() - shown));
     }
     if !notes.is_empty() {
-        let notes = truncate(&notes.join(" · "), 1000, "…");
+        let notes = escape(&truncate(&notes.join(" · "), 1000, "…"));
         body.push(json!({"type": "TextBlock", "text": notes, "isSubtle": true, "size": "Small", "wrap": true}));
     }
     let mut card = json!({
@@ -193,6 +212,16 @@ mod tests {
         assert_eq!(p["attachments"][0]["content"]["body"][0]["text"], "[RESOLVED] Disk almost full");
         assert_eq!(p["attachments"][0]["content"]["body"][0]["color"], "Good");
         assert!(p["attachments"][0]["content"].get("actions").is_none(), "only http(s) links are clickable");
+    }
+
+    #[test]
+    fn escapes_markdown_and_keeps_line_breaks() {
+        let mut m = message();
+        m.title = "**x** [a](https://evil)".into();
+        m.text = "line 1\r\nline_2 `code`".into();
+        let card = &payload(&m)["attachments"][0]["content"];
+        assert_eq!(card["body"][0]["text"], r"[WARNING] \*\*x\*\* \[a\](https://evil)");
+        assert_eq!(card["body"][1]["text"], "line 1\n\nline\\_2 \\`code\\`");
     }
 
     #[test]
