@@ -5,7 +5,14 @@
 
 pub mod console;
 pub mod delivery;
+pub mod discord;
+pub mod email;
+pub(crate) mod http;
+pub mod mattermost;
+pub mod pagerduty;
 pub mod slack_webhook;
+pub mod teams;
+pub mod telegram;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -66,6 +73,13 @@ pub enum NotifierConfig {
     SlackWebhook(slack_webhook::SlackWebhookConfig),
     Console(console::ConsoleConfig),
     Webhook(webhook::WebhookConfig),
+    Teams(teams::TeamsConfig),
+    Discord(discord::DiscordConfig),
+    Mattermost(mattermost::MattermostConfig),
+    Email(email::EmailConfig),
+    #[serde(rename = "pagerduty")]
+    PagerDuty(pagerduty::PagerDutyConfig),
+    Telegram(telegram::TelegramConfig),
 }
 
 impl NotifierConfig {
@@ -112,6 +126,12 @@ pub fn build(name: &str, config: &NotifierConfig, ctx: &NotifierContext) -> Arc<
         NotifierConfig::SlackWebhook(c) => Arc::new(slack_webhook::SlackWebhook::new(c.clone(), ctx.http.clone())),
         NotifierConfig::Console(c) => Arc::new(console::Console::new(c.clone())),
         NotifierConfig::Webhook(c) => Arc::new(webhook::Webhook::new(name, c.clone(), ctx.http.clone())),
+        NotifierConfig::Teams(c) => Arc::new(teams::Teams::new(c.clone(), ctx.http.clone())),
+        NotifierConfig::Discord(c) => Arc::new(discord::Discord::new(c.clone(), ctx.http.clone())),
+        NotifierConfig::Mattermost(c) => Arc::new(mattermost::Mattermost::new(c.clone(), ctx.http.clone())),
+        NotifierConfig::Email(c) => Arc::new(email::Email::new(c.clone(), ctx.timeout)),
+        NotifierConfig::PagerDuty(c) => Arc::new(pagerduty::PagerDuty::new(c.clone(), ctx.http.clone())),
+        NotifierConfig::Telegram(c) => Arc::new(telegram::Telegram::new(c.clone(), ctx.http.clone())),
     }
 }
 
