@@ -163,7 +163,7 @@ fn validate_notifiers(config: &Config) -> Vec<(String, String)> {
     for (name, notifier) in &config.notifiers {
         for (key, url) in notifier.urls() {
             // The value may hold a token: the message says what is wrong, never what it is.
-            let problem = match url::Url::parse(url.expose()) {
+            let problem = match url::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => None,
                 Ok(_) => Some("must be an http:// or https:// URL"),
                 Err(_) => Some("is not an absolute URL (expected https://…)"),

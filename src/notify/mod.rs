@@ -84,20 +84,37 @@ pub enum NotifierConfig {
 
 impl NotifierConfig {
     /// The URLs this notifier sends to, by config key, for validation.
-    pub fn urls(&self) -> Vec<(&'static str, &crate::config::Secret)> {
+    pub fn urls(&self) -> Vec<(&'static str, &str)> {
         match self {
-            NotifierConfig::SlackWebhook(c) => vec![("url", &c.url)],
-            NotifierConfig::Webhook(c) => vec![("url", &c.url)],
-            NotifierConfig::Console(_) => vec![],
+            NotifierConfig::SlackWebhook(c) => vec![("url", c.url.expose())],
+            NotifierConfig::Webhook(c) => vec![("url", c.url.expose())],
+            NotifierConfig::Teams(c) => vec![("url", c.url.expose())],
+            NotifierConfig::Discord(c) => vec![("url", c.url.expose())],
+            NotifierConfig::Mattermost(c) => vec![("url", c.url.expose())],
+            NotifierConfig::PagerDuty(c) => vec![("url", c.url.as_str())],
+            NotifierConfig::Telegram(c) => vec![("api_url", c.api_url.as_str())],
+            NotifierConfig::Console(_) | NotifierConfig::Email(_) => vec![],
         }
     }
 
     /// The target's own posting limit, so the pipeline never provokes a 429 in steady state.
     /// Slack allows one message per second per webhook (with short bursts, unpublished).
     pub fn default_rate_limit(&self) -> Option<crate::config::RateLimitConfig> {
+        let limit = |per_second, burst| Some(crate::config::RateLimitConfig { per_second, burst });
         match self {
-            NotifierConfig::SlackWebhook(_) => Some(crate::config::RateLimitConfig { per_second: 1.0, burst: 1 }),
-            NotifierConfig::Console(_) | NotifierConfig::Webhook(_) => None,
+            NotifierConfig::SlackWebhook(_) => limit(1.0, 1),
+            // 30 messages a minute per channel.
+            NotifierConfig::Discord(_) => limit(0.5, 5),
+            // One message per second per chat.
+            NotifierConfig::Telegram(_) => limit(1.0, 1),
+            // Teams workflows throttle bursts of more than a few per second.
+            NotifierConfig::Teams(_) => limit(1.0, 4),
+            // 120 events a minute per routing key.
+            NotifierConfig::PagerDuty(_) => limit(2.0, 10),
+            NotifierConfig::Console(_)
+            | NotifierConfig::Webhook(_)
+            | NotifierConfig::Mattermost(_)
+            | NotifierConfig::Email(_) => None,
         }
     }
 }
