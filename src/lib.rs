@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod shared;
+pub mod source;
 pub mod store;
 pub mod telemetry;
 pub mod testkit;

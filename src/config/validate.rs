@@ -24,6 +24,7 @@ pub const VALIDATORS: &[Validator] = &[
     validate_notifiers,
     validate_routes,
     validate_api_keys,
+    crate::source::config::validate_sources,
 ];
 
 /// Returns every problem as `(key path, message)`.
