@@ -1,10 +1,15 @@
 //! The HTTP API: the only module that knows HTTP and JSON for the machine interface.
 
 mod auth;
+mod browser;
 mod deliveries;
 mod error;
 mod events;
+mod heartbeats;
+mod inbound;
+mod issues;
 mod ops;
+mod stripe;
 
 use std::sync::Arc;
 
@@ -29,12 +34,23 @@ pub struct AppState {
     pub ingest: Ingest,
     pub settings: Shared<ApiSettings>,
     pub metrics: Arc<Metrics>,
+    /// Application event sources (issue 5).
+    pub sources: crate::source::Sources,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/events", post(events::post_events).get(events::search_events))
         .route("/api/v1/deliveries/dead", get(deliveries::dead_letters))
+        // Application event sources (issue 5).
+        .route("/api/v1/browser/events", post(browser::post).options(browser::preflight))
+        .route("/api/v1/heartbeats", get(heartbeats::list))
+        .route("/api/v1/heartbeats/{name}", post(heartbeats::success))
+        .route("/api/v1/heartbeats/{name}/start", post(heartbeats::start))
+        .route("/api/v1/heartbeats/{name}/fail", post(heartbeats::fail))
+        .route("/api/v1/errors/{fingerprint}/resolve", post(issues::resolve))
+        .route("/hooks/stripe", post(stripe::post_stripe))
+        .route("/hooks/in/{name}", post(inbound::post_inbound))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -1,6 +1,7 @@
 //! The command line: the binary's edge, where typed errors become words and exit codes.
 
 mod check;
+mod run_task;
 mod send;
 
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
         #[command(subcommand)]
         command: check::CheckCommand,
     },
+    /// Run a scheduled task, reporting start, exit code and output tail as heartbeat NAME
+    RunTask(run_task::RunTaskArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +88,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Config { command: ConfigCommand::Check { config } } => config_check(&config.path()),
         Command::Send(args) => send::run(args).await,
         Command::Check { command } => check::run(command).await,
+        Command::RunTask(args) => run_task::run(args).await,
     }
 }
 

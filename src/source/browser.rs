@@ -113,10 +113,7 @@ impl Limiter {
     /// Forgets buckets idle long enough to be full again.
     pub fn sweep(&self) {
         let now = Instant::now();
-        self.buckets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, b| now.duration_since(b.at).as_secs() < 3600);
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, b| now.duration_since(b.at).as_secs() < 3600);
     }
 }
 
@@ -126,7 +123,10 @@ mod tests {
 
     #[test]
     fn mentions_are_removed() {
-        assert_eq!(strip_mentions("hey <!here> and <@U123|bob> <!subteam^S1> @channel @Here!"), "hey  and   channel Here!");
+        assert_eq!(
+            strip_mentions("hey <!here> and <@U123|bob> <!subteam^S1> @channel @Here!"),
+            "hey  and   channel Here!"
+        );
         assert_eq!(strip_mentions("a < b"), "a < b");
     }
 

@@ -39,7 +39,11 @@ pub struct ErrorsConfig {
 
 impl Default for ErrorsConfig {
     fn default() -> Self {
-        ErrorsConfig { spike_threshold: default_spike_threshold(), spike_window: default_spike_window(), resolve_after: None }
+        ErrorsConfig {
+            spike_threshold: default_spike_threshold(),
+            spike_window: default_spike_window(),
+            resolve_after: None,
+        }
     }
 }
 
@@ -329,7 +333,9 @@ pub fn validate_sources(config: &Config) -> Vec<(String, String)> {
             errors.push((key_path(&path, "name"), format!("duplicate name {:?}: heartbeats[{first}] has it", hb.name)));
         }
         match (&hb.schedule, &hb.period) {
-            (Some(_), Some(_)) => errors.push((key_path(&path, "period"), "give either schedule or period, not both".into())),
+            (Some(_), Some(_)) => {
+                errors.push((key_path(&path, "period"), "give either schedule or period, not both".into()))
+            }
             (None, None) => errors.push((path.clone(), "a schedule (cron) or a period is required".into())),
             (None, Some(p)) if p.get().is_zero() => {
                 errors.push((key_path(&path, "period"), "must be greater than 0".into()))
@@ -343,7 +349,10 @@ pub fn validate_sources(config: &Config) -> Vec<(String, String)> {
         }
         if let Some(tz) = &hb.timezone {
             if tz.parse::<chrono_tz::Tz>().is_err() {
-                errors.push((key_path(&path, "timezone"), format!("unknown time zone {tz:?}; use an IANA name such as \"Europe/Paris\"")));
+                errors.push((
+                    key_path(&path, "timezone"),
+                    format!("unknown time zone {tz:?}; use an IANA name such as \"Europe/Paris\""),
+                ));
             }
             if hb.schedule.is_none() {
                 errors.push((key_path(&path, "timezone"), "only applies to a schedule".into()));

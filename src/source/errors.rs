@@ -134,7 +134,9 @@ impl ErrorReport {
                                 (k.into_owned(), v)
                             })
                             .collect();
-                        *body = Value::String(url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish());
+                        *body = Value::String(
+                            url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish(),
+                        );
                     } else {
                         s.value(body);
                     }
@@ -249,7 +251,12 @@ pub enum Notice {
 }
 
 /// The issue after one more occurrence at `at`, and whether to notify.
-pub fn advance(current: Option<ErrorIssue>, fingerprint: &str, at: chrono::DateTime<chrono::Utc>, cfg: &ErrorsConfig) -> (ErrorIssue, Notice) {
+pub fn advance(
+    current: Option<ErrorIssue>,
+    fingerprint: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    cfg: &ErrorsConfig,
+) -> (ErrorIssue, Notice) {
     let window = chrono::Duration::from_std(cfg.spike_window.get()).unwrap_or(chrono::Duration::hours(1));
     let Some(mut issue) = current else {
         return (

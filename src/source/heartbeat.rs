@@ -26,10 +26,7 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     if fields != 5 && fields != 6 {
         return Err(format!("a cron expression has 5 or 6 fields (6 = with seconds); this one has {fields}"));
     }
-    croner::Cron::new(expr)
-        .with_seconds_optional()
-        .parse()
-        .map_err(|e| format!("invalid cron expression: {e}"))
+    croner::Cron::new(expr).with_seconds_optional().parse().map_err(|e| format!("invalid cron expression: {e}"))
 }
 
 #[derive(Debug, Clone)]
@@ -57,7 +54,8 @@ impl Heartbeat {
     pub fn new(c: &HeartbeatConfig) -> Result<Heartbeat, String> {
         let expect = match (&c.schedule, c.period) {
             (Some(s), _) => {
-                let tz: Tz = c.timezone.as_deref().unwrap_or("UTC").parse().map_err(|_| "unknown time zone".to_string())?;
+                let tz: Tz =
+                    c.timezone.as_deref().unwrap_or("UTC").parse().map_err(|_| "unknown time zone".to_string())?;
                 Expect::Cron(Box::new(parse_cron(s)?), tz)
             }
             (None, Some(p)) => Expect::Period(dur(p)),
@@ -77,10 +75,9 @@ impl Heartbeat {
     pub fn next_expected(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match &self.expect {
             Expect::Period(p) => Some(after + *p),
-            Expect::Cron(cron, tz) => cron
-                .find_next_occurrence(&after.with_timezone(tz), false)
-                .ok()
-                .map(|t| t.with_timezone(&Utc)),
+            Expect::Cron(cron, tz) => {
+                cron.find_next_occurrence(&after.with_timezone(tz), false).ok().map(|t| t.with_timezone(&Utc))
+            }
         }
     }
 }
@@ -145,7 +142,12 @@ fn fmt_ms(ms: i64) -> String {
 }
 
 /// The state after a ping.
-pub fn on_ping(hb: &Heartbeat, state: Option<HeartbeatState>, ping: &Ping, at: DateTime<Utc>) -> (HeartbeatState, Vec<Emit>) {
+pub fn on_ping(
+    hb: &Heartbeat,
+    state: Option<HeartbeatState>,
+    ping: &Ping,
+    at: DateTime<Utc>,
+) -> (HeartbeatState, Vec<Emit>) {
     let mut s = state.unwrap_or_else(|| HeartbeatState::new(at));
     let mut emits = Vec::new();
     let duration_ms = s.started_at.filter(|t| *t <= at).map(|t| (at - t).num_milliseconds());
@@ -161,7 +163,8 @@ pub fn on_ping(hb: &Heartbeat, state: Option<HeartbeatState>, ping: &Ping, at: D
             s.last_exit_code = Some(0);
             if let Some(kind) = s.alert.take() {
                 let took = duration_ms.map(|ms| format!(" in {}", fmt_ms(ms))).unwrap_or_default();
-                emits.push(Emit::Resolved { kind, text: format!("{} succeeded{took}; it is back to normal.", hb.name) });
+                emits
+                    .push(Emit::Resolved { kind, text: format!("{} succeeded{took}; it is back to normal.", hb.name) });
             }
             emits.push(Emit::Succeeded { duration_ms, output: output.clone() });
         }

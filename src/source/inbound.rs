@@ -100,14 +100,21 @@ impl Webhook {
     pub fn render(&self, payload: &Value, headers: &BTreeMap<String, String>) -> Result<Option<Value>, InboundError> {
         let ctx = minijinja::context! { payload => payload, headers => headers, webhook => &self.name };
         if let Some(when) = &self.when {
-            let expr = self.env.compile_expression(when).map_err(|e| InboundError::Template { part: "when".into(), message: e.to_string() })?;
-            let v = expr.eval(&ctx).map_err(|e| InboundError::Template { part: "when".into(), message: e.to_string() })?;
+            let expr = self
+                .env
+                .compile_expression(when)
+                .map_err(|e| InboundError::Template { part: "when".into(), message: e.to_string() })?;
+            let v =
+                expr.eval(&ctx).map_err(|e| InboundError::Template { part: "when".into(), message: e.to_string() })?;
             if !v.is_true() {
                 return Ok(None);
             }
         }
         let render = |name: &str| -> Result<String, InboundError> {
-            let t = self.env.get_template(name).map_err(|e| InboundError::Template { part: name.into(), message: e.to_string() })?;
+            let t = self
+                .env
+                .get_template(name)
+                .map_err(|e| InboundError::Template { part: name.into(), message: e.to_string() })?;
             t.render(&ctx)
                 .map(|s| s.trim().to_string())
                 .map_err(|e| InboundError::Template { part: name.into(), message: e.to_string() })

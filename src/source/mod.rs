@@ -166,7 +166,8 @@ impl Sources {
             errors::scrub_event(&mut event, &settings.scrubber);
             errors::decorate(&mut event);
             let notice = Arc::new(Mutex::new(errors::Notice::Quiet));
-            let (cfg, fp, at, out) = (settings.errors.clone(), event.fingerprint.clone(), event.timestamp, notice.clone());
+            let (cfg, fp, at, out) =
+                (settings.errors.clone(), event.fingerprint.clone(), event.timestamp, notice.clone());
             let issue = self
                 .0
                 .ingest

@@ -36,7 +36,10 @@ impl Rule {
     pub fn new(c: &RateRuleConfig) -> Rule {
         let d = |d: crate::config::Dur| chrono::Duration::from_std(d.get()).unwrap_or(chrono::Duration::days(365));
         let window = d(c.window);
-        let every = c.every.map(d).unwrap_or_else(|| (window / 10).clamp(chrono::Duration::seconds(10), chrono::Duration::minutes(5)));
+        let every = c
+            .every
+            .map(d)
+            .unwrap_or_else(|| (window / 10).clamp(chrono::Duration::seconds(10), chrono::Duration::minutes(5)));
         Rule {
             name: c.name.clone(),
             kinds: c.kinds.clone(),

@@ -68,7 +68,11 @@ impl Default for Scrubber {
 impl Scrubber {
     pub fn new(config: &ScrubConfig) -> Scrubber {
         Scrubber {
-            headers: HEADERS.iter().map(|h| h.to_string()).chain(config.headers.iter().map(|h| h.trim().to_ascii_lowercase())).collect(),
+            headers: HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .chain(config.headers.iter().map(|h| h.trim().to_ascii_lowercase()))
+                .collect(),
             fields: FIELDS.iter().map(|f| f.to_string()).chain(config.fields.iter().map(|f| normalize(f))).collect(),
             cards: config.card_numbers,
         }

@@ -144,7 +144,8 @@ fn price_text(price: &Value) -> Option<(String, i64)> {
     let interval = s(price, &["recurring", "interval"]).unwrap_or("period");
     let count = i(price, &["recurring", "interval_count"]).unwrap_or(1);
     let per = if count > 1 { format!("{count} {interval}s") } else { interval.to_string() };
-    let name = s(price, &["nickname"]).or_else(|| s(price, &["product"])).or_else(|| s(price, &["id"])).unwrap_or("plan");
+    let name =
+        s(price, &["nickname"]).or_else(|| s(price, &["product"])).or_else(|| s(price, &["id"])).unwrap_or("plan");
     Some((format!("{name} ({}/{per})", format_amount(amount, currency)), amount))
 }
 
@@ -329,8 +330,14 @@ mod tests {
         );
         let old = t - 301;
         let stale = format!("t={old},v1={}", sign("whsec_old", old, b"{}"));
-        assert_eq!(verify(Some(&stale), b"{}", &secrets, std::time::Duration::from_secs(300), now), Err(SignatureError::Stale));
-        assert_eq!(verify(Some("garbage"), b"{}", &secrets, std::time::Duration::from_secs(300), now), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify(Some(&stale), b"{}", &secrets, std::time::Duration::from_secs(300), now),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify(Some("garbage"), b"{}", &secrets, std::time::Duration::from_secs(300), now),
+            Err(SignatureError::Malformed)
+        );
     }
 
     #[test]

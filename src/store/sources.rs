@@ -53,6 +53,10 @@ pub trait SourceStore: Send + Sync {
     async fn source_state(&self, key: &str) -> Result<Option<Value>, StoreError>;
 
     /// Events whose kind matches any of the globs (`*`, `?`), with `since <= ts < until`.
-    async fn count_events(&self, kinds: &[String], since: DateTime<Utc>, until: DateTime<Utc>)
-        -> Result<u64, StoreError>;
+    async fn count_events(
+        &self,
+        kinds: &[String],
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
 }

@@ -55,11 +55,12 @@ impl SourceStore for SqliteStore {
             Box::pin(async move {
                 let cutoff = micros(at - chrono::Duration::days(STRIPE_ID_KEEP_DAYS));
                 sqlx::query("DELETE FROM stripe_events WHERE received_at < ?").bind(cutoff).execute(&mut *conn).await?;
-                let done = sqlx::query("INSERT INTO stripe_events (id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-                    .bind(&id)
-                    .bind(micros(at))
-                    .execute(&mut *conn)
-                    .await?;
+                let done =
+                    sqlx::query("INSERT INTO stripe_events (id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                        .bind(&id)
+                        .bind(micros(at))
+                        .execute(&mut *conn)
+                        .await?;
                 Ok(done.rows_affected() == 1)
             })
         })
