@@ -99,6 +99,10 @@ pub fn judge(rule: &Rule, count: u64, baseline_count: Option<u64>) -> Option<Ver
 struct RuleState {
     alert: Option<String>,
     since: Option<DateTime<Utc>>,
+    /// The first evaluation: "too few" needs a whole window observed first, so a fresh start
+    /// (or a new rule) does not report silence it has not watched.
+    #[serde(default)]
+    watching_since: Option<DateTime<Utc>>,
 }
 
 pub async fn evaluate(sources: &Sources, rule: &Rule, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -112,19 +116,24 @@ pub async fn evaluate(sources: &Sources, rule: &Rule, now: DateTime<Utc>) -> Res
     let verdict = judge(rule, count, baseline_count);
     let out = std::sync::Arc::new(std::sync::Mutex::new(None));
     let captured = out.clone();
-    let v = verdict.clone();
+    let window = rule.window;
     store
         .update_source_state(
             &format!("rate:{}", rule.name),
             Box::new(move |current| {
                 let mut state: RuleState = current.and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default();
+                let first = state.watching_since.is_none();
+                let watching_since = *state.watching_since.get_or_insert(now);
+                let v = verdict.filter(|v| v.kind != KIND_LOW || now - watching_since >= window);
                 let change = match (&state.alert, &v) {
                     (None, Some(v)) => Some(("firing", v.kind.to_string(), v.text.clone())),
                     (Some(a), Some(v)) if a != v.kind => Some(("firing", v.kind.to_string(), v.text.clone())),
                     (Some(a), None) => Some(("resolved", a.clone(), String::new())),
                     _ => None,
                 };
-                let (status, kind, _) = change.clone()?;
+                let Some((status, kind, _)) = change.clone() else {
+                    return first.then(|| serde_json::to_value(&state).expect("state serializes"));
+                };
                 state.alert = (status == "firing").then_some(kind);
                 state.since = Some(now);
                 *captured.lock().unwrap_or_else(|e| e.into_inner()) = change;
