@@ -682,3 +682,42 @@ deviation_percent = 200
     assert_eq!(s.search("kind=rate.*").await.len(), before);
     s.stop().await;
 }
+
+// ---------------------------------------------------------------- Shipped examples
+
+#[test]
+fn the_webhook_examples_load_and_the_sources_keys_are_validated() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webhooks");
+    let env = |name: &str| Some(format!("value-of-{name}"));
+    for file in ["github.toml", "airflow.toml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let config = tocsin::config::load_str_with_env(&text, &dir.join(file), &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.webhooks.len(), 1);
+    }
+    let bad = r#"
+[stripe]
+signing_secrets = []
+
+[[heartbeats]]
+name = "x"
+schedule = "0 2 * *"
+
+[[heartbeats]]
+name = "y"
+
+[[rate_rules]]
+name = "r"
+kinds = ["a.*"]
+window = "1h"
+baseline = "7d"
+"#;
+    let errors = match tocsin::config::load_str(bad, Path::new("bad.toml")) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.0,
+    };
+    let keys: Vec<String> = errors.iter().filter_map(|e| e.key.clone()).collect();
+    for key in ["stripe.signing_secrets", "heartbeats[0].schedule", "heartbeats[1]", "rate_rules[0].deviation_percent"]
+    {
+        assert!(keys.iter().any(|k| k == key), "{key} not reported: {keys:?}");
+    }
+}

@@ -444,7 +444,7 @@ pub fn validate_sources(config: &Config) -> Vec<(String, String)> {
                 if b.get() < r.window.get() {
                     errors.push((key_path(&path, "baseline"), "must be at least as long as the window".into()));
                 }
-                if !(d > 0.0) {
+                if d.is_nan() || d <= 0.0 {
                     errors.push((key_path(&path, "deviation_percent"), "must be greater than 0".into()));
                 }
             }

@@ -197,21 +197,19 @@ pub fn on_tick(hb: &Heartbeat, state: Option<HeartbeatState>, now: DateTime<Utc>
     let mut s = state.unwrap_or_else(|| HeartbeatState::new(now));
     let mut emits = Vec::new();
     if let (Some(started), Some(max)) = (s.started_at, hb.max_duration) {
-        if now > started + max {
-            if s.alert.as_deref() != Some(KIND_RUNNING_LONG) {
-                s.alert = Some(KIND_RUNNING_LONG.into());
-                emits.push(Emit::Firing {
-                    kind: KIND_RUNNING_LONG,
-                    text: format!(
-                        "{} started at {} and is still running after {} (allowed: {}).",
-                        hb.name,
-                        started.to_rfc3339(),
-                        fmt_ms((now - started).num_milliseconds()),
-                        fmt_ms(max.num_milliseconds())
-                    ),
-                    fields: json!({"started_at": started.to_rfc3339()}),
-                });
-            }
+        if now > started + max && s.alert.as_deref() != Some(KIND_RUNNING_LONG) {
+            s.alert = Some(KIND_RUNNING_LONG.into());
+            emits.push(Emit::Firing {
+                kind: KIND_RUNNING_LONG,
+                text: format!(
+                    "{} started at {} and is still running after {} (allowed: {}).",
+                    hb.name,
+                    started.to_rfc3339(),
+                    fmt_ms((now - started).num_milliseconds()),
+                    fmt_ms(max.num_milliseconds())
+                ),
+                fields: json!({"started_at": started.to_rfc3339()}),
+            });
         }
         return (s, emits);
     }

@@ -86,7 +86,7 @@ impl Scrubber {
 
     pub fn sensitive_header(&self, name: &str) -> bool {
         let lower = name.trim().to_ascii_lowercase();
-        self.headers.iter().any(|h| *h == lower) || self.sensitive_field(&lower)
+        self.headers.contains(&lower) || self.sensitive_field(&lower)
     }
 
     /// Card numbers in free text.
