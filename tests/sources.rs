@@ -449,6 +449,25 @@ async fn run_task_propagates_a_failing_exit_code_and_reports_the_tail() {
     assert_eq!(status.code(), Some(0));
     let failed = s.search("kind=heartbeat.failed").await;
     assert_eq!(failed[0]["status"], "resolved");
+
+    // URL and key from the configuration file's [client] section.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client.toml");
+    std::fs::write(&file, format!("[client]\nurl = \"{}\"\nkey = \"{KEY}\"\n", s.base)).unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
+            .args(["run-task", "backup", "--config"])
+            .arg(&file)
+            .args(["--", "sh", "-c", "exit 0"])
+            .env_remove("TOCSIN_URL")
+            .env_remove("TOCSIN_KEY")
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(s.search("kind=heartbeat.succeeded").await.len(), 2);
     s.stop().await;
 }
 
@@ -611,6 +630,29 @@ prefix = "sha256="
     assert_eq!(events[0]["severity"], "error");
     let r = s.http.post(s.url("/hooks/in/nope")).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_shipped_airflow_example_turns_a_callback_into_an_event() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webhooks/airflow.toml");
+    let text = std::fs::read_to_string(path).unwrap().replace("${env:AIRFLOW_HOOK_SECRET}", "af-secret");
+    let s = Server::start(&text, None).await;
+    let body = json!({"dag_id": "billing", "task_id": "charge_cards", "run_id": "scheduled__2026-11-21",
+                      "try_number": 3, "max_tries": 3, "logical_date": "2026-11-21T00:00:00+00:00",
+                      "exception": "ConnectionError: db down", "log_url": "https://airflow.example.com/log?x=1"})
+    .to_string();
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"af-secret").unwrap();
+    mac.update(body.as_bytes());
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let r = s.http.post(s.url("/hooks/in/airflow")).header("x-tocsin-signature", sig).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let events = s.search("kind=airflow.task_failed").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["title"], "Airflow: billing.charge_cards failed");
+    assert_eq!(events[0]["fingerprint"], "airflow:billing:charge_cards");
+    assert_eq!(events[0]["link"], "https://airflow.example.com/log?x=1");
     s.stop().await;
 }
 

@@ -284,6 +284,7 @@ async fn apply(
     now: DateTime<Utc>,
     step: impl FnOnce(Option<HeartbeatState>) -> (HeartbeatState, Vec<Emit>) + Send + 'static,
 ) -> Result<HeartbeatState, StoreError> {
+    let _serial = sources.transition().await;
     let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let captured = out.clone();
     let state = sources

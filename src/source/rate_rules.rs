@@ -106,6 +106,7 @@ struct RuleState {
 }
 
 pub async fn evaluate(sources: &Sources, rule: &Rule, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let _serial = sources.transition().await;
     let store = sources.ingest().store();
     let start = now - rule.window;
     let count = store.count_events(&rule.kinds, start, now).await?;
