@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tocsin::app::Running;
 use tocsin::testkit::fake_receiver::FakeReceiver;
+use tocsin::testkit::fake_slack::FakeSlack;
 
 const KEY: &str = "test-key-all";
 const BROWSER_KEY: &str = "pk-browser";
@@ -26,7 +27,7 @@ impl Server {
         let db = dir.path().join("t.db");
         let notifier = match hook_url {
             Some(url) => format!(
-                "[notifiers.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n[[routes]]\nnotifier = \"hook\"\ngroup_wait = \"0s\"\n"
+                "[notifiers.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n[[routes]]\nnotifier = \"hook\"\ngroup_wait = \"0s\"\ncontinue = true\n"
             ),
             None => String::new(),
         };
@@ -504,16 +505,25 @@ fn error_event(route: &str, message: &str) -> Value {
 #[tokio::test]
 async fn scrubbed_headers_never_reach_the_store_or_the_notifier() {
     let hook = FakeReceiver::start().await;
-    let s = Server::start("[scrub]\nheaders = [\"X-Internal\"]\n", Some(&hook.url())).await;
+    let slack = FakeSlack::start().await;
+    let extra = format!(
+        "[scrub]\nheaders = [\"X-Internal\"]\n\n[notifiers.slack]\ntype = \"slack_webhook\"\nurl = \"{}\"\n\n\
+         [[routes]]\nnotifier = \"slack\"\ngroup_wait = \"0s\"\n",
+        slack.hook_url("alerts")
+    );
+    let s = Server::start(&extra, Some(&hook.url())).await;
     let mut event = error_event("/cart/{id}/checkout", "division by zero");
     event["error"]["request"]["headers"]["X-Internal"] = json!("INTERNALSECRET");
     let r = s.post_event(event).await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     assert!(hook.wait_for(1, Duration::from_secs(10)).await);
+    assert!(slack.wait_for("alerts", 1, Duration::from_secs(10)).await);
 
     let stored = s.search("kind=error.server").await;
     assert_eq!(stored.len(), 1);
     let sent = String::from_utf8_lossy(&hook.requests()[0].body).into_owned();
+    let slack_sent = serde_json::to_string(&slack.messages("alerts")).unwrap();
+    assert!(slack_sent.contains("ZeroDivisionError"), "{slack_sent}");
     let kept = serde_json::to_string(&stored).unwrap();
     for secret in [
         "SUPERSECRET",
@@ -527,6 +537,7 @@ async fn scrubbed_headers_never_reach_the_store_or_the_notifier() {
     ] {
         assert!(!kept.contains(secret), "{secret} reached the store: {kept}");
         assert!(!sent.contains(secret), "{secret} reached the notifier: {sent}");
+        assert!(!slack_sent.contains(secret), "{secret} reached Slack: {slack_sent}");
     }
     let headers = &stored[0]["error"]["request"]["headers"];
     assert_eq!(headers["Authorization"], "[Filtered]");
