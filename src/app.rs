@@ -29,6 +29,8 @@ const TICK_EVERY: Duration = Duration::from_secs(1);
 pub struct Running {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
+    /// The application event sources; tests drive their clock and checks through it.
+    pub sources: crate::source::Sources,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -47,6 +49,7 @@ struct Parts {
     settings: Shared<ApiSettings>,
     metrics: Arc<Metrics>,
     ingest: Ingest,
+    sources: crate::source::Sources,
 }
 
 fn api_settings(config: &Config) -> ApiSettings {
@@ -81,6 +84,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .context("invalid inhibit rules or maintenance windows")?;
     let ingest = Ingest::new(store.clone(), pipeline.clone(), Arc::new(lifecycle), delivery.clone(), metrics.clone());
     let settings = Shared::new(api_settings(&config));
+    let sources = crate::source::Sources::new(&config, ingest.clone()).context("invalid source configuration")?;
     delivery.resume().await.context("cannot read the outbox")?;
 
     let listener = TcpListener::bind(config.server.listen)
@@ -89,9 +93,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = %store_kind(&config.store.url), "tocsin listening");
 
-    let parts = Parts { store, pipeline, delivery, delivery_stop, settings, metrics, ingest };
+    let parts = Parts { store, pipeline, delivery, delivery_stop, settings, metrics, ingest, sources: sources.clone() };
     let task = tokio::spawn(run(config, parts, listener, shutdown.clone()));
-    Ok(Running { addr, shutdown, task })
+    Ok(Running { addr, shutdown, sources, task })
 }
 
 fn store_kind(url: &str) -> &str {
@@ -100,13 +104,21 @@ fn store_kind(url: &str) -> &str {
 
 async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let grace = config.server.shutdown_grace.get();
-    let state =
-        AppState { ingest: parts.ingest.clone(), settings: parts.settings.clone(), metrics: parts.metrics.clone() };
+    let state = AppState {
+        ingest: parts.ingest.clone(),
+        settings: parts.settings.clone(),
+        metrics: parts.metrics.clone(),
+        sources: parts.sources.clone(),
+    };
     let router = api::router(state);
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
+        // The peer address feeds the browser endpoint's per-IP rate limit.
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await
     });
+    let sources_task = parts.sources.start(shutdown.child_token());
 
     let mut checks_token = shutdown.child_token();
     let mut checks = crate::check::start(&config, parts.ingest.clone(), checks_token.clone());
@@ -142,6 +154,7 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
     if let Some(handle) = checks {
         let _ = tokio::time::timeout(grace, handle).await;
     }
+    let _ = tokio::time::timeout(grace, sources_task).await;
     ticker.abort();
     parts.delivery_stop.cancel();
     if !parts.delivery.drain(grace).await {
@@ -177,6 +190,9 @@ fn reload(current: &Config, parts: &Parts) -> Option<Config> {
     }
     parts.pipeline.replace(pipeline);
     parts.settings.replace(api_settings(&next));
+    if let Err(e) = parts.sources.reconfigure(&next) {
+        tracing::error!(error = %e, "sources keep their previous configuration");
+    }
     parts.delivery.reconfigure(
         build_all(&next.notifiers, &NotifierContext::new(next.delivery.timeout.get())),
         RetryPolicy::from(&next.delivery),

@@ -92,6 +92,9 @@ pub struct Event {
     pub timestamp: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     pub source: String,
+    /// The exception of an `error.*` event (issue 5), already scrubbed when stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::source::errors::ErrorReport>,
 }
 
 impl Event {
@@ -223,12 +226,21 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
             .with_timezone(&Utc),
     };
 
+    let error = match obj.get("error") {
+        None | Some(Value::Null) => None,
+        Some(v) if kind.starts_with("error.") => Some(crate::source::errors::parse_error(v, &field("error."))?),
+        Some(_) => return Err(FieldError::new(field("error"), "only events of kind error.* carry an error")),
+    };
+
     let fingerprint = match opt_str(obj, "fingerprint", &field)? {
         Some(f) if f.is_empty() || f.len() > 256 => {
             return Err(FieldError::new(field("fingerprint"), "must be 1 to 256 characters"))
         }
         Some(f) => f.to_string(),
-        None => derive_fingerprint(&kind, &labels),
+        None => match &error {
+            Some(e) => e.fingerprint(),
+            None => derive_fingerprint(&kind, &labels),
+        },
     };
 
     let source = match opt_str(obj, "source", &field)? {
@@ -251,6 +263,7 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
         timestamp,
         received_at: now,
         source,
+        error,
     })
 }
 
@@ -267,6 +280,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "link",
     "timestamp",
     "source",
+    "error",
 ];
 
 trait OrRoot {

@@ -19,6 +19,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod shared;
 pub mod silence;
+pub mod source;
 pub mod store;
 pub mod telemetry;
 pub mod testkit;

@@ -17,6 +17,8 @@ pub struct Caller {
     pub scopes: Vec<Scope>,
     /// When set, the only event kinds this key may send.
     pub allowed_kinds: Option<globset::GlobSet>,
+    /// Web origins a publishable (events:browser) key may be used from.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Caller {
@@ -56,6 +58,7 @@ impl KeyRing {
                     scopes: k.scopes.clone(),
                     // Validation already refused bad patterns; a failure here means "no limit".
                     allowed_kinds: crate::pipeline::compile_globs(&k.allowed_kinds).ok().flatten(),
+                    allowed_origins: k.allowed_origins.clone(),
                 };
                 (digest(k.key.expose()), caller)
             })

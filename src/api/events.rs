@@ -62,13 +62,13 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     }
     let count = events.len();
     let ids = events.iter().map(|e| e.id).collect();
-    state.ingest.submit(events).await.map_err(|e| ("store_error", count as u64, ApiError::from(e)))?;
+    state.sources.accept_events(events).await.map_err(|e| ("store_error", count as u64, ApiError::from(e)))?;
     Ok(Accepted { accepted: count, ids })
 }
 
 /// One event, or `{"events": [...]}`; a batch is taken whole or not at all, and every bad
 /// field in it is reported.
-fn parse_body(value: &Value, source: &str, now: DateTime<Utc>) -> Result<Vec<Event>, Vec<FieldError>> {
+pub(super) fn parse_body(value: &Value, source: &str, now: DateTime<Utc>) -> Result<Vec<Event>, Vec<FieldError>> {
     let batch = match value.as_object().and_then(|o| o.get("events")) {
         Some(Value::Array(items)) if value.as_object().is_some_and(|o| o.len() == 1) => items,
         Some(Value::Array(_)) => {

@@ -2,10 +2,15 @@
 
 mod alerts;
 mod auth;
+mod browser;
 mod deliveries;
 mod error;
 mod events;
+mod heartbeats;
+mod inbound;
+mod issues;
 mod ops;
+mod stripe;
 
 use std::sync::Arc;
 
@@ -31,6 +36,8 @@ pub struct AppState {
     pub ingest: Ingest,
     pub settings: Shared<ApiSettings>,
     pub metrics: Arc<Metrics>,
+    /// Application event sources (issue 5).
+    pub sources: crate::source::Sources,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,6 +47,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(alerts::list_alerts))
         .route("/api/v1/silences", post(alerts::create_silence).get(alerts::list_silences))
         .route("/api/v1/silences/{id}", delete(alerts::expire_silence))
+        // Application event sources (issue 5).
+        .route("/api/v1/browser/events", post(browser::post).options(browser::preflight))
+        .route("/api/v1/heartbeats", get(heartbeats::list))
+        .route("/api/v1/heartbeats/{name}", post(heartbeats::success))
+        .route("/api/v1/heartbeats/{name}/start", post(heartbeats::start))
+        .route("/api/v1/heartbeats/{name}/fail", post(heartbeats::fail))
+        .route("/api/v1/errors/{fingerprint}/resolve", post(issues::resolve))
+        .route("/hooks/stripe", post(stripe::post_stripe))
+        .route("/hooks/in/{name}", post(inbound::post_inbound))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -1,6 +1,7 @@
 //! The command line: the binary's edge, where typed errors become words and exit codes.
 
 mod check;
+mod run_task;
 mod send;
 mod silence;
 
@@ -56,6 +57,8 @@ enum Command {
         #[command(subcommand)]
         command: check::CheckCommand,
     },
+    /// Run a scheduled task, reporting start, exit code and output tail as heartbeat NAME
+    RunTask(run_task::RunTaskArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +95,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Send(args) => send::run(args).await,
         Command::Check { command } => check::run(command).await,
         Command::Silence { command } => silence::run(command).await,
+        Command::RunTask(args) => run_task::run(args).await,
     }
 }
 

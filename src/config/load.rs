@@ -360,6 +360,14 @@ impl Cx {
             maintenance: self.array(&mut root, "maintenance"),
             elasticsearch: self.map(&mut root, "elasticsearch"),
             checks: self.array(&mut root, "checks"),
+            stripe: self.optional(&mut root, "stripe"),
+            errors: self.section(&mut root, "errors"),
+            scrub: self.section(&mut root, "scrub"),
+            browser: self.section(&mut root, "browser"),
+            client: self.section(&mut root, "client"),
+            heartbeats: self.array(&mut root, "heartbeats"),
+            webhooks: self.array(&mut root, "webhooks"),
+            rate_rules: self.array(&mut root, "rate_rules"),
             path: PathBuf::new(),
         };
         let expected = self.sections.join(", ");

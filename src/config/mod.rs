@@ -59,6 +59,23 @@ pub struct Config {
     pub elasticsearch: BTreeMap<String, crate::es::ClusterConfig>,
     #[serde(default)]
     pub checks: Vec<crate::check::CheckConfig>,
+    // Application event sources (issue 5); see `crate::source::config`.
+    #[serde(default)]
+    pub stripe: Option<crate::source::config::StripeConfig>,
+    #[serde(default)]
+    pub errors: crate::source::config::ErrorsConfig,
+    #[serde(default)]
+    pub scrub: crate::source::config::ScrubConfig,
+    #[serde(default)]
+    pub browser: crate::source::config::BrowserConfig,
+    #[serde(default)]
+    pub client: crate::source::config::ClientConfig,
+    #[serde(default)]
+    pub heartbeats: Vec<crate::source::config::HeartbeatConfig>,
+    #[serde(default)]
+    pub webhooks: Vec<crate::source::config::WebhookConfig>,
+    #[serde(default)]
+    pub rate_rules: Vec<crate::source::config::RateRuleConfig>,
     /// The file this was read from, for messages and reloads.
     #[serde(skip)]
     pub path: PathBuf,

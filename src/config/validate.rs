@@ -26,6 +26,7 @@ pub const VALIDATORS: &[Validator] = &[
     validate_api_keys,
     crate::pipeline::mute::validate,
     validate_rate_limits,
+    crate::source::config::validate_sources,
 ];
 
 fn validate_rate_limits(config: &Config) -> Vec<(String, String)> {

@@ -74,6 +74,7 @@ fn probe(alert: &Alert) -> Event {
         timestamp: alert.updated_at,
         received_at: alert.updated_at,
         source: String::new(),
+        error: None,
     }
 }
 

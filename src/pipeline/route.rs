@@ -107,7 +107,9 @@ impl CompiledRoute {
             return format!("{}|digest", self.id);
         }
         if self.group_by.is_empty() {
-            if event.status.is_none() && event.fingerprint_is_derived() {
+            // Error events arrive already deduplicated by their source (first occurrence,
+            // regression, spike): each one it lets through is news.
+            if event.status.is_none() && (event.fingerprint_is_derived() || event.error.is_some()) {
                 return format!("{}|{}", self.id, event.id);
             }
             return format!("{}|{}", self.id, event.fingerprint);
