@@ -11,6 +11,7 @@
 #   single     closed loop, 1 event per request, 64 connections
 #   batch      closed loop, 100 events per request, 64 connections
 #   half       open loop at half the single-event target (15,000 req/s), request latency
+#   halfmax    open loop at half the single-event rate this server reached in "single"
 #   notify     200 events/s of kind bench.latency routed to a webhook (the generator's own
 #              receiver), send→notifier-request latency
 #   memory     1,000,000 events in batches of 100 into a fresh server, then VmRSS
@@ -24,6 +25,7 @@ TOCSIN_PORT=${TOCSIN_PORT:-19750}
 AM_PORT=${AM_PORT:-19093}
 HOOK_PORT=${HOOK_PORT:-19901}
 OUT=${OUT:-$(mktemp -d /tmp/tocsin-bench.XXXXXX)}
+mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/tocsin-bench-data.XXXXXX")   # normal disk, not tmpfs
 LOADGEN="$ROOT/target/release/tocsin-loadgen"
 TOCSIN="$ROOT/target/release/tocsin"
@@ -149,8 +151,27 @@ scenarios() { # prefix target url pid
   run "$p-single" "$t" "$u" "$pid" --mode single --connections "$CONNS" --duration "$DURATION"
   run "$p-batch" "$t" "$u" "$pid" --mode batch --batch 100 --connections "$CONNS" --duration "$DURATION"
   run "$p-half" "$t" "$u" "$pid" --mode single --connections "$CONNS" --rate "$HALF_RATE" --duration "$DURATION"
+  # Also at half of what this server actually reached in "$p-single".
+  local achieved
+  achieved=$(jq -s --arg l "$p-single" 'map(select(.label == $l))[0].requests_per_s / 2 | floor' "$OUT/results.jsonl")
+  run "$p-halfmax" "$t" "$u" "$pid" --mode single --connections "$CONNS" --rate "$achieved" --duration "$DURATION"
   run "$p-notify" "$t" "$u" "$pid" --mode single --connections 4 --rate 200 --duration "$DURATION" \
     --kind bench.latency --receiver "127.0.0.1:$HOOK_PORT"
+}
+
+# Stores 1,000,000 new events in batches of 100, in runs of at most 30 s each (at most 4), and
+# keeps the last run's line, whose RSS is read after the millionth event.
+fill() { # label target url pid
+  local label=$1 target=$2 url=$3 pid=$4 left=1000000 part=1
+  while (( left > 0 && part <= 4 )); do
+    run "$label-$part" "$target" "$url" "$pid" --mode batch --batch 100 --connections "$CONNS" \
+      --total "$left" --duration 30s
+    local done_events
+    done_events=$(tail -1 "$OUT/results.jsonl" | jq '.ok_requests * .batch')
+    left=$(( left - done_events ))
+    part=$(( part + 1 ))
+  done
+  log "$label: $(( 1000000 - left )) events stored"
 }
 
 : >"$OUT/results.jsonl"
@@ -160,8 +181,7 @@ start_tocsin main
 scenarios tocsin tocsin "http://127.0.0.1:$TOCSIN_PORT" "$TPID"
 stop "$TPID"
 start_tocsin memory
-run tocsin-memory tocsin "http://127.0.0.1:$TOCSIN_PORT" "$TPID" --mode batch --batch 100 \
-  --connections "$CONNS" --total 1000000 --duration 60s
+fill tocsin-memory tocsin "http://127.0.0.1:$TOCSIN_PORT" "$TPID"
 du -sh "$WORK/tocsin-memory" >&2 || true
 stop "$TPID"
 
@@ -171,8 +191,7 @@ if [[ -n "$AM_BIN" && -z "${SKIP_AM:-}" ]]; then
   scenarios am alertmanager "http://127.0.0.1:$AM_PORT" "$APID"
   stop "$APID"
   start_am memory
-  run am-memory alertmanager "http://127.0.0.1:$AM_PORT" "$APID" --mode batch --batch 100 \
-    --connections "$CONNS" --total 1000000 --duration 60s
+  fill am-memory alertmanager "http://127.0.0.1:$AM_PORT" "$APID"
   stop "$APID"
 else
   log "prometheus-alertmanager not installed (or SKIP_AM set): tocsin only"
