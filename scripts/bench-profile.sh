@@ -2,7 +2,7 @@
 # Where tocsin's time goes under the bench load (see docs/benchmarks.md, "Where the time goes").
 #
 # For the single-event and the batch scenario, separately:
-#   1. strace -c of the durable-write syscalls (fdatasync/fsync, pwrite64) for 5 s: how many
+#   1. strace -w -c (wall time) of the durable-write syscalls (fdatasync/fsync, pwrite64) for 5 s: how many
 #      commits per second the group commit makes and how long each fsync blocks the writer;
 #   2. perf record (call graphs) of the whole process for 5 s: where CPU goes.
 # Needs target/release binaries (scripts/bench.sh builds them), strace and perf. Loopback only.
@@ -45,17 +45,18 @@ EOF
 TPID=$!
 for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/healthz" 2>/dev/null && break; sleep 0.1; done
 
-for mode in single batch; do
+for mode in ${MODES:-single batch}; do
   args=(--url "http://127.0.0.1:$PORT" --server-pid "$TPID" --connections 64 --duration 9s --mode "$mode" --batch 100)
   echo "== $mode: strace -c (5 s)"
   "$LOADGEN" "${args[@]}" --label "$mode-strace" >"$OUT/$mode-strace.load" &
   lg=$!
   sleep 2
-  timeout -s INT 5 strace -f -c -e trace=fdatasync,fsync,pwrite64,pread64 -p "$TPID" -o "$OUT/$mode-strace.txt" || true
+  timeout -s INT 5 strace -f -w -c --seccomp-bpf -e trace=fdatasync,fsync,pwrite64,pread64 -p "$TPID" -o "$OUT/$mode-strace.txt" || true
   wait "$lg"
   grep -v '^RESULT' "$OUT/$mode-strace.load"
   cat "$OUT/$mode-strace.txt"
 
+  [[ -n "${NO_PERF:-}" ]] && continue
   echo "== $mode: perf record (5 s)"
   "$LOADGEN" "${args[@]}" --label "$mode-perf" >"$OUT/$mode-perf.load" &
   lg=$!
