@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Benchmarks tocsin (and Prometheus Alertmanager, when installed) on this machine, loopback
+# only. Prints one table at the end; raw output goes to $OUT (default: a temp dir).
+#
+#   scripts/bench.sh                 # every scenario, both servers
+#   DURATION=10s scripts/bench.sh    # per-scenario sending time (each run stays ≤ 30 s)
+#   SKIP_AM=1 scripts/bench.sh       # tocsin only
+#   SKIP_BUILD=1 scripts/bench.sh    # reuse target/release binaries
+#
+# Scenarios (same for both servers):
+#   single     closed loop, 1 event per request, 64 connections
+#   batch      closed loop, 100 events per request, 64 connections
+#   half       open loop at half the single-event target (15,000 req/s), request latency
+#   halfmax    open loop at half the single-event rate this server reached in "single"
+#   notify     200 events/s of kind bench.latency routed to a webhook (the generator's own
+#              receiver), send→notifier-request latency
+#   memory     1,000,000 events in batches of 100 into a fresh server, then VmRSS
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+HALF_RATE=${HALF_RATE:-15000}
+TOCSIN_PORT=${TOCSIN_PORT:-19750}
+AM_PORT=${AM_PORT:-19093}
+HOOK_PORT=${HOOK_PORT:-19901}
+OUT=${OUT:-$(mktemp -d /tmp/tocsin-bench.XXXXXX)}
+mkdir -p "$OUT"
+WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/tocsin-bench-data.XXXXXX")   # normal disk, not tmpfs
+LOADGEN="$ROOT/target/release/tocsin-loadgen"
+TOCSIN="$ROOT/target/release/tocsin"
+AM_BIN=$(command -v prometheus-alertmanager || true)
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { printf '== %s\n' "$*" >&2; }
+
+wait_http() { # url
+  for _ in $(seq 1 100); do
+    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "server at $1 did not come up" >&2
+  return 1
+}
+
+stop() { # pid
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}
+
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+  log "building (cargo build --release --bins)"
+  (cd "$ROOT" && cargo build --release --bins) >&2
+fi
+
+# ---------------------------------------------------------------------------------------------
+# tocsin
+start_tocsin() { # name -> sets TPID
+  local dir="$WORK/tocsin-$1"
+  mkdir -p "$dir"
+  cat >"$dir/tocsin.toml" <<EOF
+[server]
+listen = "127.0.0.1:$TOCSIN_PORT"
+max_body_bytes = 4194304
+
+[store]
+url = "sqlite://$dir/tocsin.db"
+
+[log]
+level = "warn"
+
+[[api_keys]]
+name = "bench"
+key = "bench-key"
+scopes = ["events:write", "events:read"]
+
+[notifiers.hook]
+type = "webhook"
+url = "http://127.0.0.1:$HOOK_PORT/hook"
+
+# Only bench.latency is delivered; bench.load is stored (durably, FTS-indexed) and nothing more.
+[[routes]]
+kinds = ["bench.latency"]
+notifier = "hook"
+group_wait = "0s"
+EOF
+  (cd "$dir" && exec "$TOCSIN" serve --config "$dir/tocsin.toml" >"$OUT/tocsin-$1.log" 2>&1) &
+  TPID=$!
+  PIDS+=("$TPID")
+  wait_http "http://127.0.0.1:$TOCSIN_PORT/healthz"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Alertmanager: alerts go to a null receiver, except kind=bench.latency, which goes to the
+# webhook at once (group_wait 0s) in a group of its own (group_by: ['...']).
+start_am() { # name -> sets APID
+  local dir="$WORK/am-$1"
+  mkdir -p "$dir/data"
+  cat >"$dir/alertmanager.yml" <<EOF
+route:
+  receiver: "null"
+  group_by: ["alertname"]
+  group_wait: 0s
+  group_interval: 1m
+  repeat_interval: 4h
+  routes:
+    - receiver: hook
+      matchers: ['kind="bench.latency"']
+      group_by: ["..."]
+      group_wait: 0s
+      group_interval: 1m
+receivers:
+  - name: "null"
+  - name: hook
+    webhook_configs:
+      - url: "http://127.0.0.1:$HOOK_PORT/hook"
+        send_resolved: false
+EOF
+  "$AM_BIN" --config.file="$dir/alertmanager.yml" --storage.path="$dir/data" \
+    --web.listen-address="127.0.0.1:$AM_PORT" --cluster.listen-address="" \
+    --log.level=warn >"$OUT/am-$1.log" 2>&1 &
+  APID=$!
+  PIDS+=("$APID")
+  wait_http "http://127.0.0.1:$AM_PORT/-/ready"
+}
+
+run() { # label target url pid args...
+  local label=$1 target=$2 url=$3 pid=$4
+  shift 4
+  log "$label"
+  "$LOADGEN" --target "$target" --url "$url" --key bench-key --label "$label" --server-pid "$pid" "$@" \
+    | tee "$OUT/$label.txt" >&2
+  grep '^RESULT ' "$OUT/$label.txt" | sed 's/^RESULT //' >>"$OUT/results.jsonl"
+}
+
+scenarios() { # prefix target url pid
+  local p=$1 t=$2 u=$3 pid=$4
+  run "$p-single" "$t" "$u" "$pid" --mode single --connections "$CONNS" --duration "$DURATION"
+  run "$p-batch" "$t" "$u" "$pid" --mode batch --batch 100 --connections "$CONNS" --duration "$DURATION"
+  run "$p-half" "$t" "$u" "$pid" --mode single --connections "$CONNS" --rate "$HALF_RATE" --duration "$DURATION"
+  # Also at half of what this server actually reached in "$p-single".
+  local achieved
+  achieved=$(jq -s --arg l "$p-single" 'map(select(.label == $l))[0].requests_per_s / 2 | floor' "$OUT/results.jsonl")
+  run "$p-halfmax" "$t" "$u" "$pid" --mode single --connections "$CONNS" --rate "$achieved" --duration "$DURATION"
+  run "$p-notify" "$t" "$u" "$pid" --mode single --connections 4 --rate 200 --duration "$DURATION" \
+    --kind bench.latency --receiver "127.0.0.1:$HOOK_PORT"
+}
+
+# Stores 1,000,000 new events in batches of 100, in runs of at most 30 s each (at most 4), and
+# keeps the last run's line, whose RSS is read after the millionth event.
+fill() { # label target url pid
+  local label=$1 target=$2 url=$3 pid=$4 left=1000000 part=1
+  while (( left > 0 && part <= 4 )); do
+    run "$label-$part" "$target" "$url" "$pid" --mode batch --batch 100 --connections "$CONNS" \
+      --total "$left" --duration 30s
+    local done_events
+    done_events=$(tail -1 "$OUT/results.jsonl" | jq '.ok_requests * .batch')
+    left=$(( left - done_events ))
+    part=$(( part + 1 ))
+  done
+  log "$label: $(( 1000000 - left )) events stored"
+}
+
+: >"$OUT/results.jsonl"
+log "machine: $(nproc) cores; $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'); data in $WORK"
+
+start_tocsin main
+scenarios tocsin tocsin "http://127.0.0.1:$TOCSIN_PORT" "$TPID"
+stop "$TPID"
+start_tocsin memory
+fill tocsin-memory tocsin "http://127.0.0.1:$TOCSIN_PORT" "$TPID"
+du -sh "$WORK/tocsin-memory" >&2 || true
+stop "$TPID"
+
+if [[ -n "$AM_BIN" && -z "${SKIP_AM:-}" ]]; then
+  log "alertmanager: $("$AM_BIN" --version 2>&1 | head -1)"
+  start_am main
+  scenarios am alertmanager "http://127.0.0.1:$AM_PORT" "$APID"
+  stop "$APID"
+  start_am memory
+  fill am-memory alertmanager "http://127.0.0.1:$AM_PORT" "$APID"
+  stop "$APID"
+else
+  log "prometheus-alertmanager not installed (or SKIP_AM set): tocsin only"
+fi
+
+# ---------------------------------------------------------------------------------------------
+echo
+echo "results: $OUT/results.jsonl"
+jq -rs '
+  def f(x): if x == null then "-" else (x * 10 | round / 10 | tostring) end;
+  def i(x): if x == null then "-" else (x | round | tostring) end;
+  (["scenario", "req/s", "events/s", "p50 ms", "p99 ms", "max ms", "notify p50", "notify p99", "RSS MiB", "srv CPU%", "gen CPU%", "errors"] | @tsv),
+  (.[] | [ .label, i(.requests_per_s), i(.events_per_s), f(.p50_ms), f(.p99_ms), f(.max_ms),
+           f(.notify_p50_ms), f(.notify_p99_ms), f(.rss_mib), i(.server_cpu_pct), i(.loadgen_cpu_pct),
+           (.errors | tostring) ] | @tsv)
+' "$OUT/results.jsonl" | column -t -s $'\t'
