@@ -241,7 +241,9 @@ async fn run_receiver(addr: SocketAddr, received: Received) -> std::io::Result<(
                                     .or_else(|| item.pointer("/annotations/sent_at_ns"))
                                     .and_then(|s| s.as_u64().or_else(|| s.as_str().and_then(|s| s.parse().ok())));
                                 match sent {
-                                    Some(sent) => got.0.push((arrived.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32),
+                                    Some(sent) => {
+                                        got.0.push((arrived.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32)
+                                    }
                                     None => got.1 += 1,
                                 }
                             }
@@ -249,7 +251,8 @@ async fn run_receiver(addr: SocketAddr, received: Received) -> std::io::Result<(
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
@@ -369,7 +372,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let self_cpu = self_cpu0.and_then(|c0| cpu_seconds("self").map(|c1| c1 - c0));
-    let server_cpu = server_cpu0.and_then(|c0| args.server_pid.and_then(|p| cpu_seconds(&p.to_string())).map(|c1| c1 - c0));
+    let server_cpu =
+        server_cpu0.and_then(|c0| args.server_pid.and_then(|p| cpu_seconds(&p.to_string())).map(|c1| c1 - c0));
 
     let lat = summarize(std::mem::take(&mut all.latency_us));
     let rps = all.ok_requests as f64 / elapsed;

@@ -1,7 +1,7 @@
 -- PostgreSQL twin of migrations/sqlite/0001_init.sql (same version numbers in both).
 CREATE TABLE events (
     seq          BIGSERIAL PRIMARY KEY,
-    id           UUID NOT NULL UNIQUE,
+    id           UUID NOT NULL,
     ts           BIGINT NOT NULL,
     received_at  BIGINT NOT NULL,
     kind         TEXT NOT NULL,
@@ -15,7 +15,6 @@ CREATE TABLE events (
 CREATE INDEX events_by_time ON events (ts, seq);
 CREATE INDEX events_by_user ON events ("user", ts, seq) WHERE "user" IS NOT NULL;
 CREATE INDEX events_by_kind ON events (kind, ts, seq);
-CREATE INDEX events_by_received ON events (received_at);
 CREATE INDEX events_search ON events USING GIN (search);
 
 CREATE TABLE outbox (

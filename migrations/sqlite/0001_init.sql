@@ -2,7 +2,7 @@
 -- time in microseconds since the epoch. The whole event is kept as JSON in `body`.
 CREATE TABLE events (
     seq          INTEGER PRIMARY KEY,
-    id           BLOB NOT NULL UNIQUE,
+    id           BLOB NOT NULL,
     ts           INTEGER NOT NULL,
     received_at  INTEGER NOT NULL,
     kind         TEXT NOT NULL,
@@ -15,14 +15,19 @@ CREATE TABLE events (
 CREATE INDEX events_by_time ON events (ts, seq);
 CREATE INDEX events_by_user ON events (user, ts, seq) WHERE user IS NOT NULL;
 CREATE INDEX events_by_kind ON events (kind, ts, seq);
-CREATE INDEX events_by_received ON events (received_at);
 
 -- Full-text index over the human parts of an event; contentless (the text lives in `events`),
--- rowid = events.seq.
+-- rowid = events.seq. It is filled after the commit that stores the events, by the indexer,
+-- so indexing never slows down acceptance; `fts_progress` says how far it got.
 CREATE VIRTUAL TABLE events_fts USING fts5 (
     title, text, kind, user, fields,
     content = '', contentless_delete = 1, tokenize = 'unicode61'
 );
+CREATE TABLE fts_progress (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    last_seq  INTEGER NOT NULL
+);
+INSERT INTO fts_progress (id, last_seq) VALUES (1, 0);
 
 -- The outbox: messages to deliver, written in the same transaction as their event.
 -- state: 0 pending, 1 delivered, 2 dead (dead letter). A row is due from `not_before`

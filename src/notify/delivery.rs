@@ -227,6 +227,8 @@ impl Delivery {
 }
 
 enum Outcome {
+    /// Sent; the caller records it.
+    Delivered,
     Done,
     /// Shutdown arrived while waiting to retry; the rows stay pending for the next start.
     Interrupted,
@@ -245,24 +247,44 @@ async fn pause(shutdown: &CancellationToken, delay: Duration) {
     }
 }
 
+/// Does `batch` settle `entry`?
+fn covers(batch: &Batch, entry: &OutboxEntry) -> bool {
+    entry.id <= batch.up_to_id
+        && entry.not_before <= batch.due_by
+        && batch.group_key.as_ref().is_none_or(|g| *g == entry.group_key)
+}
+
 async fn run_worker(inner: Arc<Inner>, destination: String, notify: Arc<Notify>) {
     let mut bucket: Option<Bucket> = None;
+    // Sends whose "delivered" mark is still being committed: the next message goes out without
+    // waiting for that commit, and rows it settles are not sent twice meanwhile.
+    let mut unconfirmed: Vec<(Batch, tokio::task::JoinHandle<()>)> = Vec::new();
     loop {
+        unconfirmed.retain(|(_, h)| !h.is_finished());
         let now = Utc::now();
-        let mut due = match inner.store.due_deliveries(&destination, now, 2).await {
+        let fetched = inner.store.due_deliveries(&destination, now, 2 + unconfirmed.len() as u32).await;
+        let mut due = match fetched {
             Ok(due) => due,
             Err(err) => {
                 tracing::warn!(destination = %destination, error = %err, "cannot read the outbox; retrying");
                 if sleep_or_shutdown(&inner.shutdown, Duration::from_secs(1)).await {
-                    return;
+                    break;
                 }
                 continue;
             }
         };
+        let before = due.len();
+        due.retain(|e| !unconfirmed.iter().any(|(b, _)| covers(b, e)));
+        if due.is_empty() && before > 0 {
+            if let Some((_, oldest)) = unconfirmed.first_mut() {
+                let _ = oldest.await;
+            }
+            continue;
+        }
         if due.is_empty() {
             // Draining on shutdown ends here: nothing left that is due for this destination.
             if inner.shutdown.is_cancelled() {
-                return;
+                break;
             }
             let next = inner.store.next_due(&destination).await.ok().flatten();
             let idle = next.map_or(IDLE_POLL, |n| (n - now).to_std().unwrap_or(Duration::ZERO).min(IDLE_POLL));
@@ -303,16 +325,30 @@ async fn run_worker(inner: Arc<Inner>, destination: String, notify: Arc<Notify>)
                 Err(err) => {
                     tracing::warn!(destination = %destination, error = %err, "cannot read the outbox; retrying");
                     if sleep_or_shutdown(&inner.shutdown, Duration::from_secs(1)).await {
-                        return;
+                        break;
                     }
                     continue;
                 }
             }
         };
         let mut pacer = Pacer { bucket: bucket.as_mut().zip(limit) };
-        if let Outcome::Interrupted = deliver(&inner, &head, &batch, &message, &mut pacer).await {
-            return;
+        match deliver(&inner, &head, &batch, &message, &mut pacer).await {
+            Outcome::Interrupted => break,
+            Outcome::Delivered => {
+                let store = inner.store.clone();
+                let settled = batch.clone();
+                let mark = tokio::spawn(async move {
+                    if let Err(err) = store.mark_delivered(&settled, Utc::now()).await {
+                        tracing::warn!(destination = %settled.destination, error = %err, "delivered but could not record it; it may be sent again");
+                    }
+                });
+                unconfirmed.push((batch, mark));
+            }
+            Outcome::Done => {}
         }
+    }
+    for (_, mark) in unconfirmed {
+        let _ = mark.await;
     }
 }
 
@@ -401,9 +437,6 @@ async fn deliver(
         match result {
             Ok(()) => {
                 let now = Utc::now();
-                if let Err(err) = inner.store.mark_delivered(batch, now).await {
-                    tracing::warn!(destination = %batch.destination, error = %err, "delivered but could not record it; it may be sent again");
-                }
                 inner.metrics.delivery(&head.notifier, "delivered");
                 if let Some(first) = message.events.first() {
                     let latency = (now - first.received_at).to_std().unwrap_or_default();
@@ -413,7 +446,7 @@ async fn deliver(
                         .get_or_create(&NotifierLabel { notifier: head.notifier.clone() })
                         .observe(latency.as_secs_f64());
                 }
-                return Outcome::Done;
+                return Outcome::Delivered;
             }
             Err(err) if !err.is_retryable() || attempts >= policy.max_attempts => {
                 finish_dead(inner, head, batch, attempts, &err.to_string()).await;

@@ -13,7 +13,9 @@ use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{
     AlertPage, Batch, BatchSummary, EventQuery, NewDelivery, NewEvent, OutboxCounts, OutboxEntry, Page, Store,
@@ -68,7 +70,14 @@ pub struct SqliteStore {
     /// One connection: whoever holds it writes alone.
     pub(crate) writer_pool: SqlitePool,
     writes: mpsc::Sender<WriteOp>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// Rows indexed per indexer transaction: small, so ingest rounds never wait long for the
+/// shared write connection.
+const INDEX_STEP: i64 = 1000;
+/// How often the WAL is copied back into the database file, off the commit path.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 impl SqliteStore {
     pub async fn open(path: &str) -> Result<super::DynStore, StoreError> {
@@ -82,11 +91,13 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("cache_size", "-4096")
             .pragma("temp_store", "memory");
+        // Checkpoints run on their own connection in the background, never inside a commit.
         let writer_options = base
             .clone()
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Full)
-            .pragma("wal_autocheckpoint", "4000");
+            .pragma("cache_size", "-8192")
+            .pragma("wal_autocheckpoint", "0");
         let writer_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -102,12 +113,29 @@ impl SqliteStore {
             .max_connections(4)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone().synchronous(SqliteSynchronous::Full))
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
         let (writes, rx) = mpsc::channel(1024);
-        tokio::spawn(writer_loop(writer_pool.clone(), rx));
-        Ok(SqliteStore { reader, writer_pool, writes })
+        let indexer = Arc::new(Notify::new());
+        let background = vec![
+            tokio::spawn(writer_loop(writer_pool.clone(), rx, indexer.clone())),
+            tokio::spawn(index_loop(writer_pool.clone(), indexer.clone())),
+            tokio::spawn(checkpoint_loop(checkpointer)),
+        ];
+        Ok(SqliteStore { reader, writer_pool, writes, background })
+    }
+
+    /// Indexes every stored event for full-text search now (searches call this so they never
+    /// miss what was just accepted).
+    async fn index_now(&self) -> Result<(), StoreError> {
+        while index_step(&self.writer_pool).await? == INDEX_STEP {}
+        Ok(())
     }
 
     async fn write(
@@ -120,7 +148,88 @@ impl SqliteStore {
     }
 }
 
-async fn writer_loop(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>) {
+/// Fills the full-text index behind the commits, in small steps.
+async fn index_loop(pool: SqlitePool, nudge: Arc<Notify>) {
+    loop {
+        match index_step(&pool).await {
+            Ok(INDEX_STEP) => tokio::task::yield_now().await,
+            Ok(_) => {
+                tokio::select! {
+                    _ = nudge.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+            Err(StoreError::Closed) => return,
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, "full-text indexing failed; will retry");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Indexes up to `INDEX_STEP` events past the last indexed one; returns how many.
+async fn index_step(pool: &SqlitePool) -> Result<i64, StoreError> {
+    if pool.is_closed() {
+        return Err(StoreError::Closed);
+    }
+    let mut conn = pool.acquire().await?;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let result: Result<i64, StoreError> = async {
+        let last: i64 =
+            sqlx::query_scalar("SELECT last_seq FROM fts_progress WHERE id = 1").fetch_one(&mut *conn).await?;
+        let upto: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM (SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?)")
+                .bind(last)
+                .bind(INDEX_STEP)
+                .fetch_one(&mut *conn)
+                .await?;
+        let Some(upto) = upto else { return Ok(0) };
+        let n = sqlx::query(
+            "INSERT INTO events_fts (rowid, title, text, kind, user, fields) \
+             SELECT seq, json_extract(body, '$.title'), json_extract(body, '$.text'), kind, user, \
+                    json_extract(body, '$.fields') FROM events WHERE seq > ? AND seq <= ?",
+        )
+        .bind(last)
+        .bind(upto)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE fts_progress SET last_seq = ? WHERE id = 1").bind(upto).execute(&mut *conn).await?;
+        Ok(n as i64)
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
+}
+
+async fn checkpoint_loop(pool: SqlitePool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::debug!(error = %e, "checkpoint skipped");
+        }
+    }
+}
+
+async fn writer_loop(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>, indexer: Arc<Notify>) {
     let mut round = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut weight = first.weight();
@@ -137,6 +246,8 @@ async fn writer_loop(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>) {
         let result = commit_round(&pool, &round).await;
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = round.len(), "store write failed");
+        } else if round.iter().any(|op| matches!(op, WriteOp::Insert(..))) {
+            indexer.notify_one();
         }
         for op in round.drain(..) {
             op.reply(match &result {
@@ -270,7 +381,6 @@ async fn save_alert(conn: &mut SqliteConnection, alert: &Alert, event: Option<&E
 struct EventRow {
     seq: i64,
     body: String,
-    fields_text: String,
 }
 
 async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> Result<(), StoreError> {
@@ -281,16 +391,6 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> Res
         .map(|(i, e)| EventRow {
             seq: next + i as i64,
             body: serde_json::to_string(&e.event).expect("events serialize"),
-            fields_text: e
-                .event
-                .fields
-                .iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => format!("{k} {s}"),
-                    other => format!("{k} {other}"),
-                })
-                .collect::<Vec<_>>()
-                .join(" "),
         })
         .collect();
 
@@ -316,17 +416,6 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> Res
         });
         qb.build().execute(&mut *conn).await?;
 
-        let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO events_fts (rowid, title, text, kind, user, fields) ");
-        qb.push_values(slice.iter().zip(meta), |mut b, (e, row)| {
-            let ev = &e.event;
-            b.push_bind(row.seq)
-                .push_bind(ev.title.as_deref())
-                .push_bind(ev.text.as_deref())
-                .push_bind(ev.kind.replace(['.', '_', '-'], " "))
-                .push_bind(ev.user.as_deref())
-                .push_bind(row.fields_text.as_str());
-        });
-        qb.build().execute(&mut *conn).await?;
         at += chunk;
     }
 
@@ -481,6 +570,7 @@ impl Store for SqliteStore {
                 .push("))");
         }
         if let Some(q) = query.q.as_deref().and_then(fts_query) {
+            self.index_now().await?;
             qb.push(" AND seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ").push_bind(q).push(")");
         }
         qb.push(" ORDER BY ts DESC, seq DESC LIMIT ").push_bind(limit + 1);
@@ -719,10 +809,12 @@ impl Store for SqliteStore {
             let mut conn = self.writer_pool.acquire().await?;
             sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
             let result: Result<u64, StoreError> = async {
-                let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM events WHERE received_at < ? LIMIT 5000")
-                    .bind(cutoff)
+                // seq follows arrival, so the oldest events are the lowest seqs: no index on
+                // received_at needed.
+                let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT seq, received_at FROM events ORDER BY seq LIMIT 5000")
                     .fetch_all(&mut *conn)
                     .await?;
+                let seqs: Vec<i64> = rows.iter().take_while(|(_, at)| *at < cutoff).map(|(seq, _)| *seq).collect();
                 if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
                     sqlx::query("DELETE FROM events_fts WHERE rowid BETWEEN ? AND ? AND rowid IN (SELECT value FROM json_each(?))")
                         .bind(first.min(last))
@@ -766,6 +858,9 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.reader.close().await;
         self.writer_pool.close().await;
+        for task in &self.background {
+            task.abort();
+        }
     }
 }
 
