@@ -88,6 +88,7 @@ impl Pipeline {
                 let destination = route.destination();
                 let not_before = match route.digest {
                     Some(period) => next_period_boundary(now, period),
+                    None if route.is_solo(event) => now,
                     None => grouper.schedule(
                         &format!("{destination}\u{1f}{group_key}"),
                         route.group_wait,

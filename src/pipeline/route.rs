@@ -106,12 +106,10 @@ impl CompiledRoute {
         if self.digest.is_some() {
             return format!("{}|digest", self.id);
         }
+        if self.is_solo(event) {
+            return format!("{}|{}", self.id, event.id);
+        }
         if self.group_by.is_empty() {
-            // Error events arrive already deduplicated by their source (first occurrence,
-            // regression, spike): each one it lets through is news.
-            if event.status.is_none() && (event.fingerprint_is_derived() || event.error.is_some()) {
-                return format!("{}|{}", self.id, event.id);
-            }
             return format!("{}|{}", self.id, event.fingerprint);
         }
         let values: Vec<String> = self
@@ -120,6 +118,16 @@ impl CompiledRoute {
             .map(|k| format!("{k}={}", event.labels.get(k).map(String::as_str).unwrap_or("")))
             .collect();
         format!("{}|{}", self.id, values.join(","))
+    }
+
+    /// A one-off event that is a group of its own: nothing to gather, so no grouping delay.
+    /// Error events count as such because their source already deduplicated them (first
+    /// occurrence, regression, spike): each one it lets through is news.
+    pub fn is_solo(&self, event: &Event) -> bool {
+        self.digest.is_none()
+            && self.group_by.is_empty()
+            && event.status.is_none()
+            && (event.fingerprint_is_derived() || event.error.is_some())
     }
 
     /// Ordering and rate-limit pauses apply per destination: one notifier, one channel.
