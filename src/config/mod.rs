@@ -334,7 +334,7 @@ pub struct ApiKeyConfig {
     pub allowed_origins: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Glob patterns on the event kind; empty means every kind.

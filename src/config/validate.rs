@@ -282,21 +282,7 @@ mod tests {
     }
 
     fn route(notifier: &str) -> RouteConfig {
-        RouteConfig {
-            kinds: vec![],
-            min_severity: Default::default(),
-            labels: Default::default(),
-            notifier: notifier.into(),
-            channel: None,
-            group_by: vec![],
-            group_wait: None,
-            group_interval: None,
-            repeat_interval: None,
-            continue_matching: false,
-            digest: None,
-            title_template: None,
-            text_template: None,
-        }
+        RouteConfig { notifier: notifier.into(), ..Default::default() }
     }
 
     fn api_key(name: &str, key: &str) -> ApiKeyConfig {

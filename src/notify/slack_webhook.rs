@@ -254,16 +254,7 @@ fn link_target(url: &str) -> String {
 /// Slack's three control characters as entities, so untrusted text cannot mention `<!channel>`,
 /// forge a link or open a quote. Only these three: Slack decodes no other entity.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
+    super::http::escape_html(text)
 }
 
 /// Cuts already-escaped `text` to at most `max` characters (Slack counts characters, not

@@ -135,19 +135,11 @@ mod tests {
 
     fn route_config(title: Option<&str>) -> RouteConfig {
         RouteConfig {
-            kinds: vec![],
-            min_severity: Default::default(),
-            labels: Default::default(),
             notifier: "n".into(),
             channel: Some("#ops".into()),
             group_by: vec!["env".into()],
-            group_wait: None,
-            group_interval: None,
-            repeat_interval: None,
-            continue_matching: false,
-            digest: None,
             title_template: title.map(str::to_string),
-            text_template: None,
+            ..Default::default()
         }
     }
 

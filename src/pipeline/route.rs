@@ -151,15 +151,7 @@ mod tests {
             min_severity: min,
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             notifier: "n".into(),
-            channel: None,
-            group_by: vec![],
-            group_wait: None,
-            group_interval: None,
-            repeat_interval: None,
-            continue_matching: false,
-            digest: None,
-            title_template: None,
-            text_template: None,
+            ..Default::default()
         };
         CompiledRoute::new("r".into(), &config).unwrap()
     }
