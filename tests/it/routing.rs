@@ -106,7 +106,14 @@ async fn routes_events_to_the_right_hooks_with_the_right_content() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_at_every_limit_fits_slack_with_visible_truncation() {
     let slack = FakeSlack::start().await;
-    let body = format!("{}\n{}\n{}", fast_delivery(3), slack_notifier("big", &slack.hook_url("big")), route("big", ""));
+    // `group_interval = "1s"`: a `resolved` waits for its group's interval after the alert's
+    // last notification (default 1 min).
+    let body = format!(
+        "{}\n{}\n{}",
+        fast_delivery(3),
+        slack_notifier("big", &slack.hook_url("big")),
+        route("big", "group_interval = \"1s\"")
+    );
     let d = Daemon::start(Options::new(body)).await;
     let fields: serde_json::Map<String, Value> =
         (0..64).map(|i| (format!("field_{i:02}"), json!("v".repeat(3000)))).collect();
@@ -132,9 +139,12 @@ async fn an_event_at_every_limit_fits_slack_with_visible_truncation() {
     assert!(m["text"].as_str().unwrap().chars().count() <= 4000);
     assert!(!visible.contains("<&>"), "mrkdwn control characters are escaped");
 
-    d.accept(&json!({"kind": "cpu.high", "severity": "critical", "title": "CPU high", "status": "resolved"})).await;
+    // Since issue 4 only the resolution of an announced alert is sent: fire it first.
+    d.accept(&json!({"kind": "cpu.high", "severity": "critical", "title": "CPU high", "status": "firing"})).await;
     assert!(slack.wait_for("big", 2, Duration::from_secs(5)).await);
-    let resolved = &slack.messages("big")[1];
+    d.accept(&json!({"kind": "cpu.high", "severity": "critical", "title": "CPU high", "status": "resolved"})).await;
+    assert!(slack.wait_for("big", 3, Duration::from_secs(5)).await, "{:?}", texts(&slack.messages("big")));
+    let resolved = &slack.messages("big")[2];
     assert_eq!(resolved["blocks"][0]["text"]["text"], ":white_check_mark: [RESOLVED] CPU high");
     assert_eq!(resolved["text"], ":white_check_mark: [RESOLVED] CPU high");
 }
