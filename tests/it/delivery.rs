@@ -176,6 +176,7 @@ async fn sigkill_with_undelivered_events_delivers_all_after_restart() {
         "got {:?}",
         seqs(&slack.messages("k"))
     );
+    assert!(folded_count(&slack.messages("k")) >= 1, "{:?}", texts(&slack.messages("k")));
     // At least once, in order of first appearance.
     let mut first_seen = Vec::new();
     for s in seqs(&slack.messages("k")) {
