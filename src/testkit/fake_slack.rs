@@ -81,6 +81,8 @@ pub struct Received {
 pub struct Rejection {
     pub status: u16,
     pub error: String,
+    /// When the refused request arrived.
+    pub at: Instant,
 }
 
 #[derive(Debug)]
@@ -345,7 +347,7 @@ async fn incoming_webhook(
 fn judge(hook: &mut Hook, headers: &HeaderMap, body: &[u8], accepted: &watch::Sender<u64>) -> Verdict {
     hook.requests += 1;
     let reject = |hook: &mut Hook, status: StatusCode, error: &str| {
-        hook.rejections.push(Rejection { status: status.as_u16(), error: error.to_string() });
+        hook.rejections.push(Rejection { status: status.as_u16(), error: error.to_string(), at: Instant::now() });
         Verdict::Answer(slack_error(status, error))
     };
 
@@ -374,7 +376,7 @@ fn judge(hook: &mut Hook, headers: &HeaderMap, body: &[u8], accepted: &watch::Se
     if let Some(bucket) = hook.bucket.as_mut() {
         if let Err(retry_after) = bucket.take(Instant::now()) {
             hook.rate_limited += 1;
-            hook.rejections.push(Rejection { status: 429, error: "rate_limited".to_string() });
+            hook.rejections.push(Rejection { status: 429, error: "rate_limited".to_string(), at: Instant::now() });
             return Verdict::Answer(rate_limited(retry_after));
         }
     }

@@ -36,10 +36,8 @@ async fn unauthenticated_and_unauthorized_requests_are_refused() {
     assert_eq!(body["events"][0]["source"], "writer");
 }
 
-// FAILS: a wrong method on a known path (PUT /api/v1/events) is answered by axum's default
-// 405 with an empty body, not the contract's `{"error": {"code", "message"}}` shape
-// (src/api/mod.rs: the router has a `fallback` for unknown paths but no
-// `method_not_allowed_fallback`).
+// Regression test (found by the issue-2 suite, fixed since): a wrong method on a known path
+// is answered 405 in the contract's `{"error": {"code", "message"}}` shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_keep_the_error_shape_for_unknown_paths_and_methods() {
     let d = Daemon::start(Options::new("")).await;

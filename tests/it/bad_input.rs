@@ -198,12 +198,8 @@ async fn expect_413(d: &Daemon, body: &str) {
     panic!("never saw the 413: the connection was reset every time");
 }
 
-// FAILS: a 413 is answered without `Connection: close`, yet the server then closes the
-// connection (the body was not read). A keep-alive client pools the connection and its *next*
-// request fails with "connection closed before message completed" — a valid event lost to a
-// previous oversized one. Expected: the 413 says `Connection: close` (src/api/events.rs
-// `post_events` / src/api/error.rs `too_large`), or the server drains the body and keeps the
-// connection usable.
+// Regression test (found by the issue-2 suite, fixed since): a 413 says `Connection: close`,
+// so a keep-alive client does not lose its next request on the connection the server closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_413_closes_the_connection_and_says_so() {
     let mut opts = Options::new("");

@@ -110,10 +110,8 @@ async fn send_delivers_through_routing_or_to_a_notifier_and_reports_failure() {
     assert!(!stderr.contains(&slack.hook_url("archived")));
 }
 
-// FAILS: `tocsin config check` (src/config/validate.rs) accepts notifier URLs that can never
-// work — a `slack_webhook`/`webhook` `url` that is not an absolute http(s) URL — and says
-// "ok"; every message to it then fails at delivery time. Expected: exit 1 with
-// `PATH:LINE:COL: notifiers.NAME.url: …` that does not echo the (secret) value.
+// Regression test (found by the issue-2 suite, fixed since): `tocsin config check` rejects
+// notifier URLs that can never work, without echoing the (secret) value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_check_rejects_notifier_urls_that_cannot_work() {
     let dir = tempfile::tempdir().unwrap();

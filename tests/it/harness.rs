@@ -361,9 +361,66 @@ pub fn texts(messages: &[Value]) -> Vec<String> {
     messages.iter().map(|m| m["text"].as_str().unwrap_or_default().to_string()).collect()
 }
 
-/// The `seq` field of each Slack message, read from the Block Kit fields (`*seq*\nN`).
+/// An event whose sequence number is visible both as a field (`*seq*\nN` in a message of its
+/// own) and in its title (`KIND #N`, the `• title` line of a folded backlog summary).
+pub fn seq_event(kind: &str, seq: u64) -> Value {
+    serde_json::json!({"kind": kind, "title": format!("{kind} #{seq}"), "fields": {"seq": seq.to_string()}})
+}
+
+/// A `[delivery.rate_limits]` table that turns pacing off for these notifiers: for tests whose
+/// subject is not pacing and that send more, faster, than Slack's 1 message/second.
+pub fn unpaced(notifiers: &[&str]) -> String {
+    let mut table = String::from("[delivery.rate_limits]\n");
+    for n in notifiers {
+        table.push_str(&format!("{n} = {{ per_second = 0 }}\n"));
+    }
+    table
+}
+
+/// The header of a backlog folded to respect a destination's rate limit.
+const FOLDED: &str = "notifications folded to respect the rate limit";
+
+/// The `• title: text` lines of a backlog summary, in order; `None` for any other message.
+/// Panics when the summary leaves items unlisted ("and N more"): their order cannot be checked.
+pub fn folded_items(message: &Value) -> Option<Vec<String>> {
+    let text = message["text"].as_str()?;
+    if !text.lines().next().is_some_and(|l| l.contains(FOLDED)) {
+        return None;
+    }
+    if let Some(more) = text.lines().find(|l| l.starts_with("and ") && l.ends_with(" more")) {
+        panic!("a folded summary leaves items unlisted ({more}); use fewer messages or unpaced(): {text}");
+    }
+    Some(text.lines().filter_map(|l| l.strip_prefix("• ")).map(str::to_string).collect())
+}
+
+/// The sequence numbers one Slack message stands for: its `seq` field, or, for a backlog
+/// summary, the `#N` in the title of each listed item (see `seq_event`).
+pub fn seqs_in(message: &Value) -> Vec<u64> {
+    if let Some(items) = folded_items(message) {
+        return items
+            .iter()
+            .map(|item| {
+                let title = item.split(": ").next().unwrap_or(item);
+                let n = title.rsplit_once('#').and_then(|(_, n)| n.trim().parse().ok());
+                n.unwrap_or_else(|| panic!("no #seq in the folded item {item:?}"))
+            })
+            .collect();
+    }
+    vec![seq_of(message).unwrap_or_else(|| panic!("no seq field in {message}"))]
+}
+
+/// The sequence numbers of Slack messages in the order a reader sees them: a message's `seq`
+/// field, and the listed items of backlog summaries in place.
 pub fn seqs(messages: &[Value]) -> Vec<u64> {
-    messages.iter().map(|m| seq_of(m).unwrap_or_else(|| panic!("no seq field in {m}"))).collect()
+    messages.iter().flat_map(seqs_in).collect()
+}
+
+/// How many of these messages are backlog summaries.
+pub fn folded_count(messages: &[Value]) -> usize {
+    messages
+        .iter()
+        .filter(|m| m["text"].as_str().is_some_and(|t| t.lines().next().is_some_and(|l| l.contains(FOLDED))))
+        .count()
 }
 
 pub fn seq_of(message: &Value) -> Option<u64> {

@@ -63,7 +63,8 @@ async fn sighup_reloads_and_an_invalid_file_keeps_the_old_config() {
     assert_eq!(d.metric("tocsin_config_last_reload_successful").await, Some(0.0));
     assert_eq!(d.metric("tocsin_config_reloads_total{result=\"success\"}").await, Some(1.0));
     d.accept(&json!({"kind": "reload.test", "fields": {"seq": "3"}})).await;
-    assert!(slack.wait_for("new", 2, Duration::from_secs(5)).await);
+    // Three messages for `new` (seq 2, the reload.keys event, seq 3), paced at 1/s.
+    assert!(slack.wait_for("new", 3, Duration::from_secs(8)).await, "new got {:?}", texts(&slack.messages("new")));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(seqs(&slack.messages("old")), [1]);
     let new_seqs: Vec<u64> = slack.messages("new").iter().filter_map(seq_of).collect();

@@ -11,8 +11,15 @@ use crate::harness::*;
 async fn sigterm_delivers_everything_accepted_then_exits_zero() {
     let slack = FakeSlack::start().await;
     slack.set_latency("slow", Duration::from_millis(300));
-    let body =
-        format!("{}\n{}\n{}", fast_delivery(5), slack_notifier("slow", &slack.hook_url("slow")), route("slow", ""));
+    // Pacing off: at 1/s the ten messages alone would take the whole grace period; this test
+    // is about SIGTERM draining what was accepted, which the slow (300 ms) hook makes visible.
+    let body = format!(
+        "{}\n{}\n{}\n{}",
+        fast_delivery(5),
+        unpaced(&["slow"]),
+        slack_notifier("slow", &slack.hook_url("slow")),
+        route("slow", "")
+    );
     let mut d = Daemon::start(Options::new(body)).await;
     for i in 0..10u32 {
         d.accept(&json!({"kind": "drain.test", "fields": {"seq": i.to_string()}})).await;
@@ -34,8 +41,15 @@ async fn sigterm_delivers_everything_accepted_then_exits_zero() {
 async fn sigterm_with_short_grace_keeps_the_rest_for_the_next_start() {
     let slack = FakeSlack::start().await;
     slack.set_latency("slow", Duration::from_millis(300));
-    let body =
-        format!("{}\n{}\n{}", fast_delivery(5), slack_notifier("slow", &slack.hook_url("slow")), route("slow", ""));
+    // Pacing off: the slow hook (300 ms a message) is what must not fit the grace; at 1/s the
+    // 19 or so left after the restart would also take 19 s to arrive one by one.
+    let body = format!(
+        "{}\n{}\n{}\n{}",
+        fast_delivery(5),
+        unpaced(&["slow"]),
+        slack_notifier("slow", &slack.hook_url("slow")),
+        route("slow", "")
+    );
     let mut opts = Options::new(body);
     opts.server_extra = "shutdown_grace = \"1s\"".into();
     let mut d = Daemon::start(opts).await;
@@ -122,12 +136,8 @@ async fn finish_post(mut stream: tokio::net::TcpStream, rest: &[u8]) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-// FAILS: events accepted by requests that were in flight when SIGTERM arrived are not
-// delivered before exit, although the grace period has time left: on cancellation idle
-// delivery workers return at once (src/notify/delivery.rs `run_worker`), and `Delivery::wake`
-// neither restarts a finished worker (its entry stays in `workers`) nor starts one after
-// shutdown began; the HTTP server is drained concurrently, not before (src/app.rs `run`
-// cancels one token for both). The messages stay pending until the next start.
+// Issue 2 found that these were left pending until the next start; fixed since: SIGTERM
+// drains HTTP before delivery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_at_sigterm_are_answered_and_delivered_before_exit() {
     let slack = FakeSlack::start().await;

@@ -16,10 +16,12 @@ async fn webhook_gets_the_contract_body_signed() {
     let receiver = FakeReceiver::start().await;
     let body = format!(
         "{}\n[notifiers.ops]\ntype = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\n\
-         [[routes]]\nnotifier = \"ops\"\nchannel = \"#ops\"\ngroup_by = [\"service\"]\n",
+         [[routes]]\nnotifier = \"ops\"\nchannel = \"#ops\"\ngroup_by = [\"service\"]\ngroup_interval = \"1s\"\n",
         fast_delivery(5),
         receiver.url()
     );
+    // `group_interval = "1s"`: the `resolved` of an announced alert waits for the group's
+    // interval after its last notification (default 1 min) since issue 4.
     let d = Daemon::start(Options::new(body)).await;
     let accepted = d
         .accept(&json!({"kind": "api.latency", "severity": "warning", "title": "API slow", "text": "p99 2s",
