@@ -150,13 +150,7 @@ async fn an_event_at_every_limit_fits_slack_with_visible_truncation() {
 }
 
 /// The README's first command: the daemon on the shipped example (SQLite, console notifier).
-// FAILS: the README's first event is printed only after 30 s. The shipped example sets
-// `group_wait = "30s"` on its only route, and the pipeline (src/pipeline/mod.rs `deliveries` →
-// `Grouper::schedule`) applies `group_wait` to every event, including a one-off event without
-// an explicit fingerprint, whose group key is `route|event id` (src/pipeline/route.rs
-// `group_key`): a group of one that nothing can ever join, so the wait gathers nothing and
-// only delays. Expected: one-off events skip `group_wait` (they are "each their own message"),
-// or the example ships the documented default `group_wait = "0s"`.
+// Regression: a one-off event is a group of its own and must not wait for `group_wait`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_config_runs_and_prints_to_the_console() {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tocsin.toml")).unwrap();
