@@ -221,3 +221,100 @@ async fn same_event_again_is_one_message_with_a_count() {
     assert!(second.contains("×36"), "{second}");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_state_survives_a_restart() {
+    let slack = FakeSlack::start().await;
+    let url = slack.hook_url("ops");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tocsin.db");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}\"\n[log]\nlevel = \"warn\"\n\
+         [[api_keys]]\nname = \"test\"\nkey = \"test-key\"\nscopes = [\"admin\"]\n{}",
+        db.display(),
+        slack_config(&url, "kinds = [\"svc.*\"]\ngroup_interval = \"1s\"")
+    );
+    let path = dir.path().join("tocsin.toml");
+    std::fs::write(&path, &text).unwrap();
+    let start = || async { tocsin::app::start(tocsin::config::load(&path).unwrap()).await.unwrap() };
+    let post = |addr: std::net::SocketAddr, status: &'static str| async move {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/api/v1/events"))
+            .bearer_auth("test-key")
+            .json(&json!({"kind": "svc.down", "status": status, "labels": {"service": "api"}, "title": "api down"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    let first = start().await;
+    assert_eq!(post(first.addr, "firing").await, 202);
+    assert!(slack.wait_for("ops", 1, Duration::from_secs(5)).await);
+    first.shutdown.cancel();
+    first.wait().await.unwrap();
+
+    // After the restart tocsin still knows the alert fires and was announced: a second
+    // "firing" is not news, the resolve is owed and sent.
+    let second = start().await;
+    let alerts: Value = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/alerts", second.addr))
+        .bearer_auth("test-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(alerts["total"], 1, "{alerts}");
+    assert_eq!(post(second.addr, "firing").await, 202);
+    assert_eq!(post(second.addr, "resolved").await, 202);
+    assert!(slack.wait_for("ops", 2, Duration::from_secs(6)).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let messages = slack.messages("ops");
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    assert!(messages[1]["text"].as_str().unwrap().contains("RESOLVED"), "{}", messages[1]["text"]);
+    second.shutdown.cancel();
+    second.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_silence_command_line_talks_to_the_daemon() {
+    let slack = FakeSlack::start().await;
+    let url = slack.hook_url("cli");
+    let daemon = Daemon::start(&slack_config(&url, "kinds = [\"svc.*\"]")).await;
+    let tocsin = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
+            .args(args)
+            .env("TOCSIN_URL", &daemon.base)
+            .env("TOCSIN_KEY", "test-key")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, id, err) = tocsin(&["silence", "add", "-m", "kind=svc.*", "--duration", "1h", "--comment", "deploy"]);
+    assert_eq!(code, Some(0), "{err}");
+    let id = id.trim().to_string();
+    let (code, list, _) = tocsin(&["silence", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(list.contains(&id) && list.contains("active") && list.contains("kind=svc.*"), "{list}");
+
+    assert_eq!(
+        daemon.post("/api/v1/events", json!({"kind": "svc.down", "status": "firing", "title": "down"})).await.0,
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(slack.messages("cli").is_empty(), "silenced");
+
+    let (code, _, err) = tocsin(&["silence", "expire", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(slack.wait_for("cli", 1, Duration::from_secs(5)).await, "released after expiry");
+    let (code, _, err) = tocsin(&["silence", "add", "-m", "kind", "--duration", "1h"]);
+    assert_eq!(code, Some(2), "a bad matcher is a usage error: {err}");
+    daemon.stop().await;
+}
