@@ -104,23 +104,18 @@ pub fn pattern_covers(pattern: &str, name: &str, hidden: bool) -> bool {
 /// Recognizes `YYYY.MM.DD`, `YYYY-MM-DD`, `YYYY_MM_DD` and `YYYYMMDD` (the last date in the name).
 pub fn daily_family(name: &str) -> Option<(String, NaiveDate)> {
     let b = name.as_bytes();
-    let mut i = b.len();
-    while i > 0 {
-        i -= 1;
-        for (len, sep) in [(10usize, true), (8, false)] {
-            if i + len > b.len() || i < len.saturating_sub(len) {
+    for start in (0..b.len()).rev() {
+        // Digits right before would make this part of a longer number.
+        if !name.is_char_boundary(start) || (start > 0 && b[start - 1].is_ascii_digit()) {
+            continue;
+        }
+        for (len, separated) in [(10usize, true), (8, false)] {
+            let end = start + len;
+            if end > b.len() || (end < b.len() && b[end].is_ascii_digit()) || !name.is_char_boundary(end) {
                 continue;
             }
-            if let Some(start) = (i + 1).checked_sub(len) {
-                let s = &name[start..=i];
-                if let Some(date) = parse_day(s, sep) {
-                    // Digits right before or after would make this part of a longer number.
-                    let before_digit = start > 0 && b[start - 1].is_ascii_digit();
-                    let after_digit = i + 1 < b.len() && b[i + 1].is_ascii_digit();
-                    if !before_digit && !after_digit {
-                        return Some((format!("{}{{date}}{}", &name[..start], &name[i + 1..]), date));
-                    }
-                }
+            if let Some(date) = parse_day(&name[start..end], separated) {
+                return Some((format!("{}{{date}}{}", &name[..start], &name[end..]), date));
             }
         }
     }

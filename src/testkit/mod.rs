@@ -2,3 +2,4 @@
 //! Used by the integration tests and the load generator; never by the daemon itself.
 
 pub mod fake_slack;
+pub mod fake_es;
