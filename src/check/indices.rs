@@ -41,7 +41,9 @@ pub enum Problem {
     Closed,
     Red,
     /// A pattern that matches no open index (`closed` counts the closed ones it matches).
-    NoMatch { closed: usize },
+    NoMatch {
+        closed: usize,
+    },
 }
 
 impl Problem {
@@ -60,7 +62,10 @@ pub fn expected_names(check: &IndicesCheck, now: DateTime<Utc>, tz: Tz) -> Vec<E
     check
         .expect
         .iter()
-        .map(|t| Expected { template: t.clone(), name: names::render(t, now, tz).unwrap_or_else(|_| t.clone()) })
+        .map(|t| Expected {
+            template: t.clone(),
+            name: names::render(t, now, tz).unwrap_or_else(|_| t.clone()),
+        })
         .collect()
 }
 
@@ -73,11 +78,19 @@ pub fn assess(expected: &[Expected], view: &ClusterView) -> Vec<(Expected, Probl
                 .indices
                 .iter()
                 .any(|(n, s)| !s.closed && pattern_covers(&e.name, n, s.hidden))
-                || view.aliases.iter().chain(view.data_streams.iter()).any(|n| pattern_covers(&e.name, n, false));
+                || view
+                    .aliases
+                    .iter()
+                    .chain(view.data_streams.iter())
+                    .any(|n| pattern_covers(&e.name, n, false));
             if open_match {
                 None
             } else {
-                let closed = view.indices.iter().filter(|(n, s)| s.closed && pattern_covers(&e.name, n, s.hidden)).count();
+                let closed = view
+                    .indices
+                    .iter()
+                    .filter(|(n, s)| s.closed && pattern_covers(&e.name, n, s.hidden))
+                    .count();
                 Some(Problem::NoMatch { closed })
             }
         } else if view.aliases.contains(&e.name) || view.data_streams.contains(&e.name) {
@@ -97,7 +110,10 @@ pub fn assess(expected: &[Expected], view: &ClusterView) -> Vec<(Expected, Probl
     problems
 }
 
-async fn view(ctx: &ClusterCtx<'_>, expected: &[Expected]) -> Result<ClusterView, crate::es::EsError> {
+async fn view(
+    ctx: &ClusterCtx<'_>,
+    expected: &[Expected],
+) -> Result<ClusterView, crate::es::EsError> {
     let info = ctx.client.info().await?;
     let mut view = ClusterView::default();
     if info.has_resolve_index() {
@@ -109,13 +125,19 @@ async fn view(ctx: &ClusterCtx<'_>, expected: &[Expected]) -> Result<ClusterView
         };
         if let Some(r) = resolved {
             for ix in r.indices {
-                let state = IndexState { closed: ix.has("closed"), hidden: ix.has("hidden"), health: None };
+                let state = IndexState {
+                    closed: ix.has("closed"),
+                    hidden: ix.has("hidden"),
+                    health: None,
+                };
                 view.indices.insert(ix.name, state);
             }
             view.aliases = r.aliases.into_iter().map(|a| a.name).collect();
             view.data_streams = r.data_streams.into_iter().map(|d| d.name).collect();
             // Health only matters for expected indices that exist and are open.
-            let need_health = expected.iter().any(|e| view.indices.get(&e.name).is_some_and(|s| !s.closed));
+            let need_health = expected
+                .iter()
+                .any(|e| view.indices.get(&e.name).is_some_and(|s| !s.closed));
             if need_health {
                 let health = ctx.client.health().await?;
                 for (name, h) in health.indices {
@@ -130,13 +152,31 @@ async fn view(ctx: &ClusterCtx<'_>, expected: &[Expected]) -> Result<ClusterView
     // Clusters without `_resolve/index`: one JSON listing of every index, then exact lookups.
     for row in ctx.client.cat_indices().await? {
         let closed = matches!(row.status.as_deref(), Some("close") | Some("closed"));
-        view.indices.insert(row.index, IndexState { closed, hidden: false, health: row.health });
+        view.indices.insert(
+            row.index,
+            IndexState {
+                closed,
+                hidden: false,
+                health: row.health,
+            },
+        );
     }
-    view.aliases = ctx.client.cat_aliases().await?.into_iter().map(|a| a.alias).collect();
+    view.aliases = ctx
+        .client
+        .cat_aliases()
+        .await?
+        .into_iter()
+        .map(|a| a.alias)
+        .collect();
     Ok(view)
 }
 
-pub(crate) async fn evaluate(check: &IndicesCheck, ctx: &ClusterCtx<'_>, now: DateTime<Utc>, tz: Tz) -> ClusterResult {
+pub(crate) async fn evaluate(
+    check: &IndicesCheck,
+    ctx: &ClusterCtx<'_>,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> ClusterResult {
     let expected = expected_names(check, now, tz);
     let view = match view(ctx, &expected).await {
         Ok(v) => v,
@@ -150,13 +190,23 @@ pub(crate) async fn evaluate(check: &IndicesCheck, ctx: &ClusterCtx<'_>, now: Da
             samples: vec![],
         };
     }
-    let missing = problems.iter().filter(|(_, p)| matches!(p, Problem::Missing | Problem::NoMatch { .. })).count();
+    let missing = problems
+        .iter()
+        .filter(|(_, p)| matches!(p, Problem::Missing | Problem::NoMatch { .. }))
+        .count();
     let title = match (missing, problems.len() - missing) {
         (m, 0) => format!("{m} expected index(es) missing on {}", ctx.name),
         (0, o) => format!("{o} expected index(es) closed or red on {}", ctx.name),
-        (m, o) => format!("{m} expected index(es) missing and {o} closed or red on {}", ctx.name),
+        (m, o) => format!(
+            "{m} expected index(es) missing and {o} closed or red on {}",
+            ctx.name
+        ),
     };
-    let mut text = format!("Cluster {}{}:", ctx.name, describe_labels(&ctx.config.labels));
+    let mut text = format!(
+        "Cluster {}{}:",
+        ctx.name,
+        describe_labels(&ctx.config.labels)
+    );
     let mut listed = Vec::new();
     for (e, p) in &problems {
         text.push_str(&format!("\n• {}: {}", e.name, p.describe()));
@@ -167,9 +217,20 @@ pub(crate) async fn evaluate(check: &IndicesCheck, ctx: &ClusterCtx<'_>, now: Da
     }
     let mut fields = Map::new();
     fields.insert("indices".into(), Value::Array(listed));
-    let summary = problems.iter().map(|(e, p)| format!("{} {}", e.name, p.describe())).collect::<Vec<_>>().join(", ");
+    let summary = problems
+        .iter()
+        .map(|(e, p)| format!("{} {}", e.name, p.describe()))
+        .collect::<Vec<_>>()
+        .join(", ");
     ClusterResult::Observed {
-        alerts: vec![Alert { kind: KIND_MISSING, index: None, severity: check.severity, title, text, fields }],
+        alerts: vec![Alert {
+            kind: KIND_MISSING,
+            index: None,
+            severity: check.severity,
+            title,
+            text,
+            fields,
+        }],
         summary,
         samples: vec![],
     }
@@ -180,16 +241,44 @@ mod tests {
     use super::*;
 
     fn exp(n: &str) -> Expected {
-        Expected { template: n.into(), name: n.into() }
+        Expected {
+            template: n.into(),
+            name: n.into(),
+        }
     }
 
     fn view() -> ClusterView {
         let mut v = ClusterView::default();
-        v.indices.insert("users_index_old".into(), IndexState::default());
-        v.indices.insert("accounts".into(), IndexState { closed: true, ..Default::default() });
-        v.indices.insert("payments".into(), IndexState { health: Some("red".into()), ..Default::default() });
-        v.indices.insert("archive-2020".into(), IndexState { closed: true, ..Default::default() });
-        v.indices.insert(".kibana_1".into(), IndexState { hidden: true, ..Default::default() });
+        v.indices
+            .insert("users_index_old".into(), IndexState::default());
+        v.indices.insert(
+            "accounts".into(),
+            IndexState {
+                closed: true,
+                ..Default::default()
+            },
+        );
+        v.indices.insert(
+            "payments".into(),
+            IndexState {
+                health: Some("red".into()),
+                ..Default::default()
+            },
+        );
+        v.indices.insert(
+            "archive-2020".into(),
+            IndexState {
+                closed: true,
+                ..Default::default()
+            },
+        );
+        v.indices.insert(
+            ".kibana_1".into(),
+            IndexState {
+                hidden: true,
+                ..Default::default()
+            },
+        );
         v.aliases.insert("employees".into());
         v.data_streams.insert("logs-app".into());
         v
@@ -205,11 +294,31 @@ mod tests {
     #[test]
     fn closed_red_aliases_streams_and_patterns() {
         let v = view();
-        let p = assess(&[exp("accounts"), exp("payments"), exp("employees"), exp("logs-app")], &v);
-        assert_eq!(p, vec![(exp("accounts"), Problem::Closed), (exp("payments"), Problem::Red)]);
+        let p = assess(
+            &[
+                exp("accounts"),
+                exp("payments"),
+                exp("employees"),
+                exp("logs-app"),
+            ],
+            &v,
+        );
+        assert_eq!(
+            p,
+            vec![
+                (exp("accounts"), Problem::Closed),
+                (exp("payments"), Problem::Red)
+            ]
+        );
         assert!(assess(&[exp("users_*"), exp("logs-*")], &v).is_empty());
-        assert_eq!(assess(&[exp("archive-*")], &v), vec![(exp("archive-*"), Problem::NoMatch { closed: 1 })]);
-        assert_eq!(assess(&[exp("*kibana*")], &v), vec![(exp("*kibana*"), Problem::NoMatch { closed: 0 })]);
+        assert_eq!(
+            assess(&[exp("archive-*")], &v),
+            vec![(exp("archive-*"), Problem::NoMatch { closed: 1 })]
+        );
+        assert_eq!(
+            assess(&[exp("*kibana*")], &v),
+            vec![(exp("*kibana*"), Problem::NoMatch { closed: 0 })]
+        );
         assert!(assess(&[exp(".kibana*")], &v).is_empty());
     }
 }

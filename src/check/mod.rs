@@ -199,15 +199,24 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         if c.name.is_empty() {
             errors.push((key("name"), "must not be empty".into()));
         } else if let Some(first) = seen.insert(c.name.to_string(), i) {
-            errors.push((key("name"), format!("{:?} is already the name of checks[{first}]", c.name)));
+            errors.push((
+                key("name"),
+                format!("{:?} is already the name of checks[{first}]", c.name),
+            ));
         }
         if c.clusters.is_empty() {
-            errors.push((key("clusters"), "must name at least one [elasticsearch.NAME] cluster".into()));
+            errors.push((
+                key("clusters"),
+                "must name at least one [elasticsearch.NAME] cluster".into(),
+            ));
         }
         for cl in c.clusters {
             if !config.elasticsearch.contains_key(cl) {
                 let known: Vec<_> = config.elasticsearch.keys().map(String::as_str).collect();
-                errors.push((key("clusters"), format!("no cluster named {cl:?} (known: {})", known.join(", "))));
+                errors.push((
+                    key("clusters"),
+                    format!("no cluster named {cl:?} (known: {})", known.join(", ")),
+                ));
             }
         }
         let tz = match schedule::parse_tz(c.timezone) {
@@ -232,7 +241,10 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
                 }
                 for (j, e) in ic.expect.iter().enumerate() {
                     if e.trim().is_empty() || e.contains(',') {
-                        errors.push((format!("checks[{i}].expect[{j}]"), "must be one index name or pattern (no commas)".into()));
+                        errors.push((
+                            format!("checks[{i}].expect[{j}]"),
+                            "must be one index name or pattern (no commas)".into(),
+                        ));
                     } else if let Err(err) = names::render(e, chrono::Utc::now(), chrono_tz::UTC) {
                         errors.push((format!("checks[{i}].expect[{j}]"), err.to_string()));
                     }
@@ -240,7 +252,10 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             }
             CheckConfig::ElasticsearchIndexSize(sc) => {
                 if sc.indices.is_empty() {
-                    errors.push((key("indices"), "must list at least one pattern (\"*\" for all)".into()));
+                    errors.push((
+                        key("indices"),
+                        "must list at least one pattern (\"*\" for all)".into(),
+                    ));
                 }
                 if !(sc.threshold_percent > 0.0 && sc.threshold_percent.is_finite()) {
                     errors.push((key("threshold_percent"), "must be a positive number".into()));
@@ -260,7 +275,11 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
 /// Starts the scheduler for the configured checks; it stops when `shutdown` is cancelled.
 /// Findings enter the system through `ingest` like any other event. `None` when no check
 /// has a schedule.
-pub fn start(config: &Config, ingest: Ingest, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+pub fn start(
+    config: &Config,
+    ingest: Ingest,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
     let store = ingest.store().clone();
     let sink: Sink = std::sync::Arc::new(move |events| {
         let ingest = ingest.clone();
@@ -339,7 +358,13 @@ threshold_percent = 0
         let keys: Vec<_> = validate(&c).into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             keys,
-            ["checks[0].schedule", "checks[1].name", "checks[1].clusters", "checks[1].timezone", "checks[1].threshold_percent"]
+            [
+                "checks[0].schedule",
+                "checks[1].name",
+                "checks[1].clusters",
+                "checks[1].timezone",
+                "checks[1].threshold_percent"
+            ]
         );
     }
 

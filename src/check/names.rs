@@ -22,9 +22,13 @@ pub fn render(template: &str, now: DateTime<Utc>, tz: Tz) -> Result<String, Temp
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let after = &rest[start + 1..];
-        let end = after.find('}').ok_or_else(|| TemplateError::Unclosed(template.to_string()))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| TemplateError::Unclosed(template.to_string()))?;
         let inner = &after[..end];
-        let (spec, format) = inner.split_once(':').ok_or_else(|| TemplateError::Syntax(inner.to_string()))?;
+        let (spec, format) = inner
+            .split_once(':')
+            .ok_or_else(|| TemplateError::Syntax(inner.to_string()))?;
         let offset = parse_offset(spec).ok_or_else(|| TemplateError::Syntax(inner.to_string()))?;
         if StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) || format.is_empty() {
             return Err(TemplateError::Format(format.to_string()));
@@ -111,7 +115,10 @@ pub fn daily_family(name: &str) -> Option<(String, NaiveDate)> {
         }
         for (len, separated) in [(10usize, true), (8, false)] {
             let end = start + len;
-            if end > b.len() || (end < b.len() && b[end].is_ascii_digit()) || !name.is_char_boundary(end) {
+            if end > b.len()
+                || (end < b.len() && b[end].is_ascii_digit())
+                || !name.is_char_boundary(end)
+            {
                 continue;
             }
             if let Some(date) = parse_day(&name[start..end], separated) {
@@ -135,7 +142,10 @@ fn parse_day(s: &str, separated: bool) -> Option<NaiveDate> {
         }
         (&s[0..4], &s[4..6], &s[6..8])
     };
-    if ![y, m, d].iter().all(|p| p.bytes().all(|c| c.is_ascii_digit())) {
+    if ![y, m, d]
+        .iter()
+        .all(|p| p.bytes().all(|c| c.is_ascii_digit()))
+    {
         return None;
     }
     let date = NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)?;
@@ -153,11 +163,23 @@ mod tests {
     #[test]
     fn templates_use_the_check_time_zone() {
         let now = at("2026-11-22T03:00:00Z");
-        assert_eq!(render("logs-{now:%Y.%m.%d}", now, chrono_tz::UTC).unwrap(), "logs-2026.11.22");
+        assert_eq!(
+            render("logs-{now:%Y.%m.%d}", now, chrono_tz::UTC).unwrap(),
+            "logs-2026.11.22"
+        );
         // 22:00 the day before in New York.
-        assert_eq!(render("logs-{now:%Y.%m.%d}", now, chrono_tz::America::New_York).unwrap(), "logs-2026.11.21");
-        assert_eq!(render("logs-{now-1d:%Y.%m.%d}", now, chrono_tz::UTC).unwrap(), "logs-2026.11.21");
-        assert_eq!(render("m-{now+2h:%H}", now, chrono_tz::UTC).unwrap(), "m-05");
+        assert_eq!(
+            render("logs-{now:%Y.%m.%d}", now, chrono_tz::America::New_York).unwrap(),
+            "logs-2026.11.21"
+        );
+        assert_eq!(
+            render("logs-{now-1d:%Y.%m.%d}", now, chrono_tz::UTC).unwrap(),
+            "logs-2026.11.21"
+        );
+        assert_eq!(
+            render("m-{now+2h:%H}", now, chrono_tz::UTC).unwrap(),
+            "m-05"
+        );
         assert_eq!(render("plain", now, chrono_tz::UTC).unwrap(), "plain");
         assert!(render("logs-{now:%Y", now, chrono_tz::UTC).is_err());
         assert!(render("logs-{yesterday:%Y}", now, chrono_tz::UTC).is_err());
@@ -178,9 +200,18 @@ mod tests {
     #[test]
     fn families_strip_the_date() {
         let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
-        assert_eq!(daily_family("logs-2026.11.21"), Some(("logs-{date}".into(), d(2026, 11, 21))));
-        assert_eq!(daily_family("app-20261121-v2"), Some(("app-{date}-v2".into(), d(2026, 11, 21))));
-        assert_eq!(daily_family("metrics_2026-01-05"), Some(("metrics_{date}".into(), d(2026, 1, 5))));
+        assert_eq!(
+            daily_family("logs-2026.11.21"),
+            Some(("logs-{date}".into(), d(2026, 11, 21)))
+        );
+        assert_eq!(
+            daily_family("app-20261121-v2"),
+            Some(("app-{date}-v2".into(), d(2026, 11, 21)))
+        );
+        assert_eq!(
+            daily_family("metrics_2026-01-05"),
+            Some(("metrics_{date}".into(), d(2026, 1, 5)))
+        );
         assert_eq!(daily_family("users_index"), None);
         assert_eq!(daily_family("id-123456789"), None);
         assert_eq!(daily_family("logs-2026.13.01"), None);

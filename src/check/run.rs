@@ -32,7 +32,8 @@ impl Clusters {
 
     /// Replaces one cluster's client (tests and benchmarks with fixed AWS credentials).
     pub fn insert(&mut self, name: &str, config: ClusterConfig, client: Client) {
-        self.entries.insert(name.to_string(), (config, Ok(Arc::new(client))));
+        self.entries
+            .insert(name.to_string(), (config, Ok(Arc::new(client))));
     }
 
     fn get(&self, name: &str) -> Option<&(ClusterConfig, Result<Arc<Client>, String>)> {
@@ -109,7 +110,10 @@ impl RunReport {
                 errors.push(format!("cannot store samples of {cluster}: {e}"));
             }
         }
-        if let Err(e) = store.update_alerts(&self.check, &self.pending.firing, &self.pending.resolved).await {
+        if let Err(e) = store
+            .update_alerts(&self.check, &self.pending.firing, &self.pending.resolved)
+            .await
+        {
             errors.push(format!("cannot save alert state: {e}"));
         }
         let run = CheckRunRecord {
@@ -140,7 +144,11 @@ pub(crate) struct Alert {
 pub(crate) enum ClusterResult {
     /// Could not reach or read the cluster: say so and claim nothing about its data.
     Blind(String),
-    Observed { alerts: Vec<Alert>, summary: String, samples: Vec<IndexSample> },
+    Observed {
+        alerts: Vec<Alert>,
+        summary: String,
+        samples: Vec<IndexSample>,
+    },
 }
 
 pub(crate) struct ClusterCtx<'a> {
@@ -159,16 +167,27 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
             None => ClusterResult::Blind(format!("cluster {name:?} is not configured")),
             Some((_, Err(e))) => ClusterResult::Blind(e.clone()),
             Some((config, Ok(client))) => {
-                let ctx = ClusterCtx { name, config, client };
+                let ctx = ClusterCtx {
+                    name,
+                    config,
+                    client,
+                };
                 let work = async {
                     match check {
-                        CheckConfig::ElasticsearchIndices(c) => super::indices::evaluate(c, &ctx, opts.at, tz).await,
-                        CheckConfig::ElasticsearchIndexSize(c) => super::size::evaluate(c, &ctx, opts).await,
+                        CheckConfig::ElasticsearchIndices(c) => {
+                            super::indices::evaluate(c, &ctx, opts.at, tz).await
+                        }
+                        CheckConfig::ElasticsearchIndexSize(c) => {
+                            super::size::evaluate(c, &ctx, opts).await
+                        }
                     }
                 };
                 match tokio::time::timeout(timeout, work).await {
                     Ok(r) => r,
-                    Err(_) => ClusterResult::Blind(format!("the check did not finish within {}", common.timeout)),
+                    Err(_) => ClusterResult::Blind(format!(
+                        "the check did not finish within {}",
+                        common.timeout
+                    )),
                 }
             }
         };
@@ -186,7 +205,10 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
     };
     let mut previous_by_cluster: HashMap<&str, Vec<&AlertRecord>> = HashMap::new();
     for p in &previous {
-        previous_by_cluster.entry(p.cluster.as_str()).or_default().push(p);
+        previous_by_cluster
+            .entry(p.cluster.as_str())
+            .or_default()
+            .push(p);
     }
 
     let received = Utc::now();
@@ -198,11 +220,16 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
     let (mut blind, mut alerting) = (false, false);
 
     for (cluster, result) in results {
-        let cluster_labels = clusters.get(&cluster).map(|(c, _)| c.labels.clone()).unwrap_or_default();
+        let cluster_labels = clusters
+            .get(&cluster)
+            .map(|(c, _)| c.labels.clone())
+            .unwrap_or_default();
         let mut labels = cluster_labels.clone();
         labels.insert("cluster".into(), cluster.clone());
         labels.insert("check".into(), common.name.to_string());
-        let prior = previous_by_cluster.remove(cluster.as_str()).unwrap_or_default();
+        let prior = previous_by_cluster
+            .remove(cluster.as_str())
+            .unwrap_or_default();
         match result {
             ClusterResult::Blind(reason) => {
                 blind = true;
@@ -216,11 +243,38 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
                 let mut fields = Map::new();
                 fields.insert("error".into(), Value::String(reason));
                 let fp = fingerprint(KIND_UNREACHABLE, common.name, &cluster, None);
-                events.push(event(KIND_UNREACHABLE, Severity::Error, &title, &text, &labels, fields, &fp, AlertStatus::Firing, opts.at, received, common.name));
-                let since = prior.iter().find(|p| p.fingerprint == fp).map(|p| p.since).unwrap_or(opts.at);
-                firing_records.push(AlertRecord { fingerprint: fp, cluster: cluster.clone(), kind: KIND_UNREACHABLE.into(), title, labels, since });
+                events.push(event(
+                    KIND_UNREACHABLE,
+                    Severity::Error,
+                    &title,
+                    &text,
+                    &labels,
+                    fields,
+                    &fp,
+                    AlertStatus::Firing,
+                    opts.at,
+                    received,
+                    common.name,
+                ));
+                let since = prior
+                    .iter()
+                    .find(|p| p.fingerprint == fp)
+                    .map(|p| p.since)
+                    .unwrap_or(opts.at);
+                firing_records.push(AlertRecord {
+                    fingerprint: fp,
+                    cluster: cluster.clone(),
+                    kind: KIND_UNREACHABLE.into(),
+                    title,
+                    labels,
+                    since,
+                });
             }
-            ClusterResult::Observed { alerts, summary, samples } => {
+            ClusterResult::Observed {
+                alerts,
+                summary,
+                samples,
+            } => {
                 lines.push(format!("{cluster}: {summary}"));
                 if !samples.is_empty() {
                     samples_out.push((cluster.clone(), samples));
@@ -233,9 +287,32 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
                         l.insert("index".into(), ix.clone());
                     }
                     let fp = fingerprint(a.kind, common.name, &cluster, a.index.as_deref());
-                    let since = prior.iter().find(|p| p.fingerprint == fp).map(|p| p.since).unwrap_or(opts.at);
-                    events.push(event(a.kind, a.severity, &a.title, &a.text, &l, a.fields, &fp, AlertStatus::Firing, opts.at, received, common.name));
-                    firing_records.push(AlertRecord { fingerprint: fp.clone(), cluster: cluster.clone(), kind: a.kind.into(), title: a.title, labels: l, since });
+                    let since = prior
+                        .iter()
+                        .find(|p| p.fingerprint == fp)
+                        .map(|p| p.since)
+                        .unwrap_or(opts.at);
+                    events.push(event(
+                        a.kind,
+                        a.severity,
+                        &a.title,
+                        &a.text,
+                        &l,
+                        a.fields,
+                        &fp,
+                        AlertStatus::Firing,
+                        opts.at,
+                        received,
+                        common.name,
+                    ));
+                    firing_records.push(AlertRecord {
+                        fingerprint: fp.clone(),
+                        cluster: cluster.clone(),
+                        kind: a.kind.into(),
+                        title: a.title,
+                        labels: l,
+                        since,
+                    });
                     now_firing.insert(fp);
                 }
                 for p in prior {
@@ -245,11 +322,35 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
                     let title = format!("Resolved: {}", p.title);
                     let text = match p.kind.as_str() {
                         KIND_UNREACHABLE => format!("Cluster {cluster} can be read again."),
-                        super::KIND_MISSING => format!("Every expected index is back on {cluster}."),
-                        _ => format!("{} is back within its usual size on {cluster}.", p.labels.get("index").map(String::as_str).unwrap_or("The index")),
+                        super::KIND_MISSING => {
+                            format!("Every expected index is back on {cluster}.")
+                        }
+                        _ => format!(
+                            "{} is back within its usual size on {cluster}.",
+                            p.labels
+                                .get("index")
+                                .map(String::as_str)
+                                .unwrap_or("The index")
+                        ),
                     };
-                    let severity = if p.kind == KIND_UNREACHABLE { Severity::Error } else { common.severity };
-                    events.push(event(&p.kind, severity, &title, &text, &p.labels, Map::new(), &p.fingerprint, AlertStatus::Resolved, opts.at, received, common.name));
+                    let severity = if p.kind == KIND_UNREACHABLE {
+                        Severity::Error
+                    } else {
+                        common.severity
+                    };
+                    events.push(event(
+                        &p.kind,
+                        severity,
+                        &title,
+                        &text,
+                        &p.labels,
+                        Map::new(),
+                        &p.fingerprint,
+                        AlertStatus::Resolved,
+                        opts.at,
+                        received,
+                        common.name,
+                    ));
                     resolved.push(p.fingerprint.clone());
                 }
             }
@@ -258,7 +359,19 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
     // Alerts of clusters no longer in the check: resolve them so they do not fire forever.
     for (_, prior) in previous_by_cluster {
         for p in prior {
-            events.push(event(&p.kind, common.severity, &format!("Resolved: {}", p.title), "The cluster is no longer checked.", &p.labels, Map::new(), &p.fingerprint, AlertStatus::Resolved, opts.at, received, common.name));
+            events.push(event(
+                &p.kind,
+                common.severity,
+                &format!("Resolved: {}", p.title),
+                "The cluster is no longer checked.",
+                &p.labels,
+                Map::new(),
+                &p.fingerprint,
+                AlertStatus::Resolved,
+                opts.at,
+                received,
+                common.name,
+            ));
             resolved.push(p.fingerprint.clone());
         }
     }
@@ -270,8 +383,21 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
     } else {
         Outcome::Healthy
     };
-    let pending = Pending { firing: firing_records, resolved, samples: samples_out, summary: lines.join("; ") };
-    RunReport { check: common.name.to_string(), at: opts.at, outcome, events, lines, store_errors, pending }
+    let pending = Pending {
+        firing: firing_records,
+        resolved,
+        samples: samples_out,
+        summary: lines.join("; "),
+    };
+    RunReport {
+        check: common.name.to_string(),
+        at: opts.at,
+        outcome,
+        events,
+        lines,
+        store_errors,
+        pending,
+    }
 }
 
 pub(crate) fn describe_labels(labels: &BTreeMap<String, String>) -> String {

@@ -22,14 +22,20 @@ impl Schedule {
         if !expr.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
             return Err(format!("{expr:?} has {fields} fields; expected 5 (min hour dom month dow) or 6 (with seconds first)"));
         }
-        let cron = Cron::new(expr).with_seconds_optional().parse().map_err(|e| format!("invalid cron {expr:?}: {e}"))?;
+        let cron = Cron::new(expr)
+            .with_seconds_optional()
+            .parse()
+            .map_err(|e| format!("invalid cron {expr:?}: {e}"))?;
         Ok(Schedule { cron, tz })
     }
 
     /// The first run strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.tz);
-        self.cron.find_next_occurrence(&local, false).ok().map(|t| t.with_timezone(&Utc))
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     /// Whether a run was due in `(since, now]`: then one catch-up run is owed, however many
@@ -40,7 +46,11 @@ impl Schedule {
 }
 
 pub fn parse_tz(name: &str) -> Result<Tz, String> {
-    name.parse::<Tz>().map_err(|_| format!("unknown time zone {name:?}; use an IANA name such as \"America/New_York\" or \"UTC\""))
+    name.parse::<Tz>().map_err(|_| {
+        format!(
+            "unknown time zone {name:?}; use an IANA name such as \"America/New_York\" or \"UTC\""
+        )
+    })
 }
 
 #[cfg(test)]
@@ -55,8 +65,14 @@ mod tests {
     fn daily_local_time_follows_dst() {
         let s = Schedule::parse("0 16 * * *", chrono_tz::America::New_York).unwrap();
         // EDT (UTC-4) in summer, EST (UTC-5) in winter.
-        assert_eq!(s.next_after(at("2026-07-01T00:00:00Z")), Some(at("2026-07-01T20:00:00Z")));
-        assert_eq!(s.next_after(at("2026-12-01T00:00:00Z")), Some(at("2026-12-01T21:00:00Z")));
+        assert_eq!(
+            s.next_after(at("2026-07-01T00:00:00Z")),
+            Some(at("2026-07-01T20:00:00Z"))
+        );
+        assert_eq!(
+            s.next_after(at("2026-12-01T00:00:00Z")),
+            Some(at("2026-12-01T21:00:00Z"))
+        );
     }
 
     #[test]
@@ -64,7 +80,10 @@ mod tests {
         // 2026-03-08: New York clocks jump from 02:00 to 03:00.
         let s = Schedule::parse("30 2 * * *", chrono_tz::America::New_York).unwrap();
         let next = s.next_after(at("2026-03-08T05:00:00Z")).unwrap();
-        assert!(next >= at("2026-03-08T07:00:00Z") && next <= at("2026-03-08T07:30:00Z"), "{next}");
+        assert!(
+            next >= at("2026-03-08T07:00:00Z") && next <= at("2026-03-08T07:30:00Z"),
+            "{next}"
+        );
         let after = s.next_after(next).unwrap();
         assert_eq!(after, at("2026-03-09T06:30:00Z"));
     }
@@ -82,7 +101,10 @@ mod tests {
     #[test]
     fn six_fields_and_errors() {
         let s = Schedule::parse("*/10 * * * * *", chrono_tz::UTC).unwrap();
-        assert_eq!(s.next_after(at("2026-01-01T00:00:01Z")), Some(at("2026-01-01T00:00:10Z")));
+        assert_eq!(
+            s.next_after(at("2026-01-01T00:00:01Z")),
+            Some(at("2026-01-01T00:00:10Z"))
+        );
         assert!(Schedule::parse("0 16 * *", chrono_tz::UTC).is_err());
         assert!(Schedule::parse("0 25 * * *", chrono_tz::UTC).is_err());
         assert!(parse_tz("Mars/Olympus").is_err());

@@ -21,7 +21,9 @@ use crate::event::Event;
 use crate::store::DynStore;
 
 /// Where findings go: the daemon's ingest, or a test's collector.
-pub type Sink = Arc<dyn Fn(Vec<Event>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type Sink = Arc<
+    dyn Fn(Vec<Event>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+>;
 
 /// Starts one loop per check that has a schedule. `None` when there is none.
 pub fn start_with(
@@ -33,7 +35,9 @@ pub fn start_with(
     let mut jobs = Vec::new();
     for check in &config.checks {
         let c = check.common();
-        let (Some(expr), Ok(tz)) = (c.schedule, parse_tz(c.timezone)) else { continue };
+        let (Some(expr), Ok(tz)) = (c.schedule, parse_tz(c.timezone)) else {
+            continue;
+        };
         match Schedule::parse(expr, tz) {
             Ok(s) => jobs.push((check.clone(), s)),
             Err(e) => tracing::error!(check = c.name, error = %e, "check not scheduled"),
@@ -46,7 +50,14 @@ pub fn start_with(
     Some(tokio::spawn(async move {
         let mut set = tokio::task::JoinSet::new();
         for (check, schedule) in jobs {
-            set.spawn(check_loop(check, schedule, clusters.clone(), store.clone(), sink.clone(), shutdown.clone()));
+            set.spawn(check_loop(
+                check,
+                schedule,
+                clusters.clone(),
+                store.clone(),
+                sink.clone(),
+                shutdown.clone(),
+            ));
         }
         while set.join_next().await.is_some() {}
     }))
@@ -72,7 +83,10 @@ async fn check_loop(
     if let Some(last) = last {
         if schedule.missed_since(last, now) {
             tracing::info!(check = %name, last_run = %last, "missed a scheduled run while down; catching up once");
-            if run_with_retries(&check, &clusters, &store, &sink, &shutdown, now).await.is_none() {
+            if run_with_retries(&check, &clusters, &store, &sink, &shutdown, now)
+                .await
+                .is_none()
+            {
                 return;
             }
         }
@@ -93,7 +107,10 @@ async fn check_loop(
             _ = shutdown.cancelled() => return,
         }
         // `at` is the scheduled instant (the logical date), not the jittered wake-up.
-        if run_with_retries(&check, &clusters, &store, &sink, &shutdown, next).await.is_none() {
+        if run_with_retries(&check, &clusters, &store, &sink, &shutdown, next)
+            .await
+            .is_none()
+        {
             return;
         }
     }
@@ -111,7 +128,10 @@ pub(crate) async fn run_with_retries(
     at: DateTime<Utc>,
 ) -> Option<RunReport> {
     let c = check.common();
-    let opts = RunOptions { at, store: Some(store.clone()) };
+    let opts = RunOptions {
+        at,
+        store: Some(store.clone()),
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -129,7 +149,12 @@ pub(crate) async fn run_with_retries(
         for e in report.commit(store).await {
             tracing::warn!(check = c.name, error = %e, "check state not saved");
         }
-        tracing::info!(check = c.name, outcome = report.outcome.as_str(), events = report.events.len(), "check ran");
+        tracing::info!(
+            check = c.name,
+            outcome = report.outcome.as_str(),
+            events = report.events.len(),
+            "check ran"
+        );
         if !report.events.is_empty() {
             if let Err(e) = sink(report.events.clone()).await {
                 tracing::error!(check = c.name, error = %e, "check findings could not be submitted");

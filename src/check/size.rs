@@ -17,12 +17,24 @@ pub enum Verdict {
     NotEnough,
     /// A zero baseline has no meaningful percentage.
     NoBaseline,
-    Within { change_percent: f64 },
-    Grew { change_percent: f64 },
-    Shrank { change_percent: f64 },
+    Within {
+        change_percent: f64,
+    },
+    Grew {
+        change_percent: f64,
+    },
+    Shrank {
+        change_percent: f64,
+    },
 }
 
-pub fn verdict(current: f64, baseline: f64, samples: u32, min_samples: u32, threshold_percent: f64) -> Verdict {
+pub fn verdict(
+    current: f64,
+    baseline: f64,
+    samples: u32,
+    min_samples: u32,
+    threshold_percent: f64,
+) -> Verdict {
     if samples < min_samples {
         return Verdict::NotEnough;
     }
@@ -69,9 +81,25 @@ pub fn families(values: &[(String, f64)], window_days: i64) -> Vec<FamilyCompari
             .filter(|(d, _, _)| *d < newest_day && (newest_day - *d).num_days() <= window_days)
             .map(|(_, n, v)| (n.to_string(), *v))
             .collect();
-        out.push(FamilyComparison { family, newest: newest.to_string(), newest_value, previous });
+        out.push(FamilyComparison {
+            family,
+            newest: newest.to_string(),
+            newest_value,
+            previous,
+        });
     }
     out
+}
+
+fn window(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        86400 => "day".into(),
+        _ if s % 86400 == 0 => format!("{} days", s / 86400),
+        3600 => "hour".into(),
+        _ if s % 3600 == 0 => format!("{} hours", s / 3600),
+        _ => humantime::format_duration(d).to_string(),
+    }
 }
 
 pub fn human(metric: Metric, v: f64) -> String {
@@ -105,13 +133,18 @@ struct Change<'a> {
 fn alert(check: &SizeCheck, ctx: &ClusterCtx<'_>, c: Change<'_>) -> Alert {
     let grew = c.change_percent > 0.0;
     let (direction, cause) = if grew {
-        ("grew", "likely duplicated load (data ingested twice)")
+        ("grew", "duplicated load (data ingested twice)")
     } else {
-        ("shrank", "likely partial deletion (documents or data lost)")
+        ("shrank", "partial deletion (documents or data lost)")
     };
-    let title = format!("{} {direction} {:.0}% on {}", c.index, c.change_percent.abs(), ctx.name);
+    let title = format!(
+        "{} {direction} {:.0}% on {}",
+        c.index,
+        c.change_percent.abs(),
+        ctx.name
+    );
     let text = format!(
-        "Index {} on cluster {}{} {direction} by {:.1}%: {} now, baseline {} ({}). {cause}.",
+        "Index {} on cluster {}{} {direction} by {:.1}%: {} now, baseline {} ({}). Likely cause: {cause}.",
         c.index,
         ctx.name,
         describe_labels(&ctx.config.labels),
@@ -122,22 +155,38 @@ fn alert(check: &SizeCheck, ctx: &ClusterCtx<'_>, c: Change<'_>) -> Alert {
     );
     let mut fields = Map::new();
     fields.insert("direction".into(), Value::String(direction.into()));
-    fields.insert("change_percent".into(), Value::from((c.change_percent * 10.0).round() / 10.0));
+    fields.insert(
+        "change_percent".into(),
+        Value::from((c.change_percent * 10.0).round() / 10.0),
+    );
     fields.insert("metric".into(), Value::String(check.metric.as_str().into()));
     fields.insert("current".into(), Value::from(c.current.round()));
     fields.insert("baseline".into(), Value::from(c.baseline.round()));
     fields.insert("likely_cause".into(), Value::String(cause.into()));
-    Alert { kind: KIND_SIZE, index: Some(c.index.to_string()), severity: check.severity, title, text, fields }
+    Alert {
+        kind: KIND_SIZE,
+        index: Some(c.index.to_string()),
+        severity: check.severity,
+        title,
+        text,
+        fields,
+    }
 }
 
-pub(crate) async fn evaluate(check: &SizeCheck, ctx: &ClusterCtx<'_>, opts: &RunOptions) -> ClusterResult {
+pub(crate) async fn evaluate(
+    check: &SizeCheck,
+    ctx: &ClusterCtx<'_>,
+    opts: &RunOptions,
+) -> ClusterResult {
     if let Err(e) = ctx.client.info().await {
         return ClusterResult::Blind(e.to_string());
     }
     // A red cluster's primaries are partly unassigned: their sizes would look like shrinkage.
     match ctx.client.health().await {
         Ok(h) if h.status == "red" => {
-            return ClusterResult::Blind("cluster health is red (primary shards unassigned), sizes cannot be trusted".into())
+            return ClusterResult::Blind(
+                "cluster health is red (primary shards unassigned), sizes cannot be trusted".into(),
+            )
         }
         Ok(_) => {}
         Err(e) => return ClusterResult::Blind(e.to_string()),
@@ -149,11 +198,20 @@ pub(crate) async fn evaluate(check: &SizeCheck, ctx: &ClusterCtx<'_>, opts: &Run
     let mut samples: Vec<IndexSample> = stats
         .indices
         .into_iter()
-        .filter(|(name, _)| check.indices.iter().any(|p| p == name || pattern_covers(p, name, false)))
+        .filter(|(name, _)| {
+            check
+                .indices
+                .iter()
+                .any(|p| p == name || pattern_covers(p, name, false))
+        })
         .filter_map(|(name, s)| {
             // No primaries (closed, or red without a started primary) is no measurement, not 0.
             let p = s.primaries?;
-            Some(IndexSample { index: name, bytes: p.store?.size_in_bytes, docs: p.docs.map(|d| d.count).unwrap_or(0) })
+            Some(IndexSample {
+                index: name,
+                bytes: p.store?.size_in_bytes,
+                docs: p.docs.map(|d| d.count).unwrap_or(0),
+            })
         })
         .collect();
     samples.sort_by(|a, b| a.index.cmp(&b.index));
@@ -163,7 +221,10 @@ pub(crate) async fn evaluate(check: &SizeCheck, ctx: &ClusterCtx<'_>, opts: &Run
     };
 
     let window_days = (check.baseline.get().as_secs() / 86400).max(1) as i64;
-    let values: Vec<(String, f64)> = samples.iter().map(|s| (s.index.clone(), value(s))).collect();
+    let values: Vec<(String, f64)> = samples
+        .iter()
+        .map(|s| (s.index.clone(), value(s)))
+        .collect();
     let fams = families(&values, window_days);
     let in_family: std::collections::HashSet<&str> = values
         .iter()
@@ -175,12 +236,32 @@ pub(crate) async fn evaluate(check: &SizeCheck, ctx: &ClusterCtx<'_>, opts: &Run
     let mut judged = 0usize;
     for f in &fams {
         let n = f.previous.len() as u32;
-        let mean = if n == 0 { 0.0 } else { f.previous.iter().map(|(_, v)| v).sum::<f64>() / n as f64 };
-        match verdict(f.newest_value, mean, n, check.min_samples, check.threshold_percent) {
+        let mean = if n == 0 {
+            0.0
+        } else {
+            f.previous.iter().map(|(_, v)| v).sum::<f64>() / n as f64
+        };
+        match verdict(
+            f.newest_value,
+            mean,
+            n,
+            check.min_samples,
+            check.threshold_percent,
+        ) {
             Verdict::Grew { change_percent } | Verdict::Shrank { change_percent } => {
                 judged += 1;
                 let basis = format!("mean of the {n} previous daily indices of {}", f.family);
-                alerts.push(alert(check, ctx, Change { index: &f.newest, current: f.newest_value, baseline: mean, change_percent, basis }));
+                alerts.push(alert(
+                    check,
+                    ctx,
+                    Change {
+                        index: &f.newest,
+                        current: f.newest_value,
+                        baseline: mean,
+                        change_percent,
+                        basis,
+                    },
+                ));
             }
             Verdict::Within { .. } => judged += 1,
             Verdict::NotEnough | Verdict::NoBaseline => {}
@@ -189,7 +270,9 @@ pub(crate) async fn evaluate(check: &SizeCheck, ctx: &ClusterCtx<'_>, opts: &Run
 
     let baselines: HashMap<String, crate::store::samples::Baseline> = match &opts.store {
         Some(store) => {
-            let since = opts.at - chrono::Duration::from_std(check.baseline.get()).unwrap_or(chrono::Duration::days(30));
+            let since = opts.at
+                - chrono::Duration::from_std(check.baseline.get())
+                    .unwrap_or(chrono::Duration::days(30));
             match store.index_baselines(ctx.name, since, opts.at).await {
                 Ok(b) => b,
                 Err(e) => return ClusterResult::Blind(format!("cannot read stored samples: {e}")),
@@ -201,16 +284,38 @@ pub(crate) async fn evaluate(check: &SizeCheck, ctx: &ClusterCtx<'_>, opts: &Run
         if in_family.contains(s.index.as_str()) {
             continue;
         }
-        let Some(b) = baselines.get(&s.index) else { continue };
+        let Some(b) = baselines.get(&s.index) else {
+            continue;
+        };
         let mean = match check.metric {
             Metric::Bytes => b.mean_bytes,
             Metric::Docs => b.mean_docs,
         };
-        match verdict(value(s), mean, b.samples, check.min_samples, check.threshold_percent) {
+        match verdict(
+            value(s),
+            mean,
+            b.samples,
+            check.min_samples,
+            check.threshold_percent,
+        ) {
             Verdict::Grew { change_percent } | Verdict::Shrank { change_percent } => {
                 judged += 1;
-                let basis = format!("mean of {} samples over the last {}", b.samples, check.baseline);
-                alerts.push(alert(check, ctx, Change { index: &s.index, current: value(s), baseline: mean, change_percent, basis }));
+                let basis = format!(
+                    "mean of {} samples over the last {}",
+                    b.samples,
+                    window(check.baseline.get())
+                );
+                alerts.push(alert(
+                    check,
+                    ctx,
+                    Change {
+                        index: &s.index,
+                        current: value(s),
+                        baseline: mean,
+                        change_percent,
+                        basis,
+                    },
+                ));
             }
             Verdict::Within { .. } => judged += 1,
             Verdict::NotEnough | Verdict::NoBaseline => {}
@@ -222,7 +327,11 @@ pub(crate) async fn evaluate(check: &SizeCheck, ctx: &ClusterCtx<'_>, opts: &Run
         alerts.len(),
         check.threshold_percent
     );
-    ClusterResult::Observed { alerts, summary, samples }
+    ClusterResult::Observed {
+        alerts,
+        summary,
+        samples,
+    }
 }
 
 #[cfg(test)]
@@ -232,9 +341,16 @@ mod tests {
     #[test]
     fn verdicts_either_way() {
         assert_eq!(verdict(50.0, 100.0, 3, 7, 20.0), Verdict::NotEnough);
-        assert!(matches!(verdict(50.0, 100.0, 30, 7, 20.0), Verdict::Shrank { change_percent } if change_percent == -50.0));
-        assert!(matches!(verdict(160.0, 100.0, 30, 7, 20.0), Verdict::Grew { change_percent } if change_percent == 60.0));
-        assert!(matches!(verdict(115.0, 100.0, 30, 7, 20.0), Verdict::Within { .. }));
+        assert!(
+            matches!(verdict(50.0, 100.0, 30, 7, 20.0), Verdict::Shrank { change_percent } if change_percent == -50.0)
+        );
+        assert!(
+            matches!(verdict(160.0, 100.0, 30, 7, 20.0), Verdict::Grew { change_percent } if change_percent == 60.0)
+        );
+        assert!(matches!(
+            verdict(115.0, 100.0, 30, 7, 20.0),
+            Verdict::Within { .. }
+        ));
         assert_eq!(verdict(5.0, 0.0, 30, 7, 20.0), Verdict::NoBaseline);
     }
 
@@ -252,9 +368,15 @@ mod tests {
         let f = families(&v, 30);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].newest, "logs-2026.11.21");
-        assert_eq!(f[0].previous.len(), 3, "the September index is outside the window");
+        assert_eq!(
+            f[0].previous.len(),
+            3,
+            "the September index is outside the window"
+        );
         let mean = f[0].previous.iter().map(|p| p.1).sum::<f64>() / 3.0;
-        assert!(matches!(verdict(f[0].newest_value, mean, 3, 3, 20.0), Verdict::Grew { change_percent } if change_percent == 200.0));
+        assert!(
+            matches!(verdict(f[0].newest_value, mean, 3, 3, 20.0), Verdict::Grew { change_percent } if change_percent == 200.0)
+        );
     }
 
     #[test]

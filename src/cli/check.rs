@@ -45,7 +45,12 @@ pub async fn run(command: CheckCommand) -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        CheckCommand::Run { name, config, dry_run, at } => match run_one(&config, &name, dry_run, at.as_deref()).await {
+        CheckCommand::Run {
+            name,
+            config,
+            dry_run,
+            at,
+        } => match run_one(&config, &name, dry_run, at.as_deref()).await {
             Ok(outcome) => ExitCode::from(outcome.exit_code()),
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -57,7 +62,8 @@ pub async fn run(command: CheckCommand) -> ExitCode {
 
 fn load(config: &ConfigArg) -> anyhow::Result<Config> {
     let path = config.path();
-    let config = super::load_config_or_report(&path).ok_or_else(|| anyhow!("{} is not valid", path.display()))?;
+    let config = super::load_config_or_report(&path)
+        .ok_or_else(|| anyhow!("{} is not valid", path.display()))?;
     let errors = crate::check::validate(&config);
     if !errors.is_empty() {
         for (key, message) in &errors {
@@ -82,7 +88,10 @@ async fn list(config: &ConfigArg) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = Utc::now();
-    println!("{:<24} {:<26} {:<28} {:<27} LAST RESULT", "NAME", "TYPE", "SCHEDULE", "NEXT RUN");
+    println!(
+        "{:<24} {:<26} {:<28} {:<27} LAST RESULT",
+        "NAME", "TYPE", "SCHEDULE", "NEXT RUN"
+    );
     for check in &config.checks {
         let c = check.common();
         let tz = parse_tz(c.timezone).unwrap_or(chrono_tz::UTC);
@@ -91,7 +100,11 @@ async fn list(config: &ConfigArg) -> anyhow::Result<()> {
                 let next = Schedule::parse(expr, tz)
                     .ok()
                     .and_then(|s| s.next_after(now))
-                    .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string())
+                    .map(|t| {
+                        t.with_timezone(&tz)
+                            .format("%Y-%m-%d %H:%M:%S %Z")
+                            .to_string()
+                    })
                     .unwrap_or_else(|| "-".into());
                 (format!("{expr} ({})", c.timezone), next)
             }
@@ -100,22 +113,54 @@ async fn list(config: &ConfigArg) -> anyhow::Result<()> {
         let last = runs
             .iter()
             .find(|r| r.check == c.name)
-            .map(|r| format!("{} at {} ({})", r.outcome, r.at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"), r.summary))
+            .map(|r| {
+                format!(
+                    "{} at {} ({})",
+                    r.outcome,
+                    r.at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
+                    r.summary
+                )
+            })
             .unwrap_or_else(|| "never ran".into());
-        println!("{:<24} {:<26} {:<28} {:<27} {}", c.name, check.type_name(), schedule, next, last);
+        println!(
+            "{:<24} {:<26} {:<28} {:<27} {}",
+            c.name,
+            check.type_name(),
+            schedule,
+            next,
+            last
+        );
     }
     Ok(())
 }
 
-async fn run_one(config_arg: &ConfigArg, name: &str, dry_run: bool, at: Option<&str>) -> anyhow::Result<Outcome> {
+async fn run_one(
+    config_arg: &ConfigArg,
+    name: &str,
+    dry_run: bool,
+    at: Option<&str>,
+) -> anyhow::Result<Outcome> {
     let config = load(config_arg)?;
-    let check = config.checks.iter().find(|c| c.name() == name).ok_or_else(|| {
-        let names: Vec<&str> = config.checks.iter().map(|c| c.name()).collect();
-        anyhow!("no check named {name:?} (configured: {})", if names.is_empty() { "none".into() } else { names.join(", ") })
-    })?;
+    let check = config
+        .checks
+        .iter()
+        .find(|c| c.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.checks.iter().map(|c| c.name()).collect();
+            anyhow!(
+                "no check named {name:?} (configured: {})",
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
     let at: DateTime<Utc> = match at {
         Some(s) => DateTime::parse_from_rfc3339(s)
-            .with_context(|| format!("--at {s:?} is not an RFC 3339 time such as 2026-11-21T16:00:00Z"))?
+            .with_context(|| {
+                format!("--at {s:?} is not an RFC 3339 time such as 2026-11-21T16:00:00Z")
+            })?
             .with_timezone(&Utc),
         None => Utc::now(),
     };
@@ -128,9 +173,22 @@ async fn run_one(config_arg: &ConfigArg, name: &str, dry_run: bool, at: Option<&
         Err(e) => return Err(anyhow!("cannot open the store: {e}")),
     };
     let clusters = Clusters::from_config(&config);
-    let report = run_check(check, &clusters, &RunOptions { at, store: store.clone() }).await;
+    let report = run_check(
+        check,
+        &clusters,
+        &RunOptions {
+            at,
+            store: store.clone(),
+        },
+    )
+    .await;
 
-    println!("check {} at {}: {}", report.check, report.at.to_rfc3339(), report.outcome.as_str());
+    println!(
+        "check {} at {}: {}",
+        report.check,
+        report.at.to_rfc3339(),
+        report.outcome.as_str()
+    );
     for line in &report.lines {
         println!("  {line}");
     }
@@ -139,7 +197,12 @@ async fn run_one(config_arg: &ConfigArg, name: &str, dry_run: bool, at: Option<&
             Some(AlertStatus::Resolved) => "RESOLVED",
             _ => "FIRING",
         };
-        println!("{status} {} [{}]: {}", event.kind, event.severity, event.title.as_deref().unwrap_or(""));
+        println!(
+            "{status} {} [{}]: {}",
+            event.kind,
+            event.severity,
+            event.title.as_deref().unwrap_or("")
+        );
         for line in event.text.as_deref().unwrap_or("").lines() {
             println!("    {line}");
         }
@@ -156,7 +219,14 @@ async fn run_one(config_arg: &ConfigArg, name: &str, dry_run: bool, at: Option<&
             eprintln!("warning: {e}");
         }
         if !report.events.is_empty() {
-            let batch = report.events.iter().map(|e| NewEvent { event: e.clone(), deliveries: vec![] }).collect();
+            let batch = report
+                .events
+                .iter()
+                .map(|e| NewEvent {
+                    event: e.clone(),
+                    deliveries: vec![],
+                })
+                .collect();
             if let Err(e) = store.insert_events(batch).await {
                 eprintln!("warning: findings not added to the event history: {e}");
             }
@@ -181,7 +251,10 @@ async fn send(config: &Config, events: &[crate::event::Event]) {
             return;
         }
     };
-    let notifiers = build_all(&config.notifiers, &NotifierContext::new(config.delivery.timeout.get()));
+    let notifiers = build_all(
+        &config.notifiers,
+        &NotifierContext::new(config.delivery.timeout.get()),
+    );
     let mut policy = RetryPolicy::from(&config.delivery);
     // A command waits for its answer: a few quick retries, not the daemon's long schedule.
     policy.max_attempts = policy.max_attempts.min(3);
@@ -189,7 +262,10 @@ async fn send(config: &Config, events: &[crate::event::Event]) {
     for event in events {
         let deliveries = pipeline.deliveries(event);
         if deliveries.is_empty() {
-            eprintln!("note: no route matches {} ({}); not sent", event.kind, event.fingerprint);
+            eprintln!(
+                "note: no route matches {} ({}); not sent",
+                event.kind, event.fingerprint
+            );
         }
         for d in deliveries {
             let Some(notifier) = notifiers.get(&d.notifier) else {

@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 
 use super::sigv4::{Signer, SigningError};
 use super::types::{
-    CatAliasRow, CatIndexRow, ErrorBody, ErrorDetail, HealthResponse, ResolveResponse, RootResponse, ServerInfo,
-    StatsResponse,
+    CatAliasRow, CatIndexRow, ErrorBody, ErrorDetail, HealthResponse, ResolveResponse,
+    RootResponse, ServerInfo, StatsResponse,
 };
 use super::{AuthConfig, ClusterConfig};
 
@@ -17,8 +17,17 @@ const MAX_PATH: usize = 3000;
 
 /// Characters sent raw in index expressions; everything else is percent-encoded, so the
 /// bytes sent are the bytes signed.
-const NAME_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'*').remove(b'+');
-const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const NAME_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'*')
+    .remove(b'+');
+const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Why a request failed. Messages never contain credentials.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +39,11 @@ pub enum EsError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("HTTP {status}{}", describe(.kind, .reason))]
-    Status { status: u16, kind: Option<String>, reason: Option<String> },
+    Status {
+        status: u16,
+        kind: Option<String>,
+        reason: Option<String>,
+    },
     #[error("unexpected response body: {0}")]
     Decode(String),
     #[error(transparent)]
@@ -54,10 +67,16 @@ impl EsError {
     /// A route this version does not have (old Elasticsearch without `_resolve/index`).
     pub fn is_unsupported_route(&self) -> bool {
         match self {
-            EsError::Status { status: 400 | 404 | 405, kind: None, reason: Some(r) } => {
-                r.contains("no handler found") || r.contains("Incorrect HTTP method")
-            }
-            EsError::Status { status: 400, kind: Some(k), .. } => k == "illegal_argument_exception",
+            EsError::Status {
+                status: 400 | 404 | 405,
+                kind: None,
+                reason: Some(r),
+            } => r.contains("no handler found") || r.contains("Incorrect HTTP method"),
+            EsError::Status {
+                status: 400,
+                kind: Some(k),
+                ..
+            } => k == "illegal_argument_exception",
             _ => false,
         }
     }
@@ -92,13 +111,17 @@ impl Client {
             (None, _) => return Err(EsError::Config("url has no host".into())),
         };
         let timeout = config.timeout.get();
-        let connect = config.connect_timeout.map(|d| d.get()).unwrap_or_else(|| timeout.min(Duration::from_secs(5)));
+        let connect = config
+            .connect_timeout
+            .map(|d| d.get())
+            .unwrap_or_else(|| timeout.min(Duration::from_secs(5)));
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(connect)
             .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.ca_bundle {
-            let pem = std::fs::read(path).map_err(|e| EsError::Config(format!("ca_bundle {}: {e}", path.display())))?;
+            let pem = std::fs::read(path)
+                .map_err(|e| EsError::Config(format!("ca_bundle {}: {e}", path.display())))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| EsError::Config(format!("ca_bundle {}: {e}", path.display())))?
             {
@@ -108,26 +131,50 @@ impl Client {
         if config.tls_insecure {
             builder = builder.danger_accept_invalid_certs(true);
         }
-        let http = builder.build().map_err(|e| EsError::Config(e.to_string()))?;
+        let http = builder
+            .build()
+            .map_err(|e| EsError::Config(e.to_string()))?;
         let (authorization, signer) = match &config.auth {
             AuthConfig::None => (None, None),
             AuthConfig::Basic { username, password } => {
                 use base64::Engine as _;
                 let raw = format!("{username}:{}", password.expose());
-                (Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))), None)
+                (
+                    Some(format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(raw)
+                    )),
+                    None,
+                )
             }
             AuthConfig::ApiKey { key } => (Some(format!("ApiKey {}", key.expose())), None),
-            AuthConfig::AwsSigv4 { region, service, profile } => {
-                let s = signer.unwrap_or_else(|| Signer::new(region.clone(), service.clone(), profile.clone()));
+            AuthConfig::AwsSigv4 {
+                region,
+                service,
+                profile,
+            } => {
+                let s = signer.unwrap_or_else(|| {
+                    Signer::new(region.clone(), service.clone(), profile.clone())
+                });
                 (None, Some(s))
             }
         };
-        Ok(Client { base: config.url.trim_end_matches('/').to_string(), host, http, timeout, authorization, signer })
+        Ok(Client {
+            base: config.url.trim_end_matches('/').to_string(),
+            host,
+            http,
+            timeout,
+            authorization,
+            signer,
+        })
     }
 
     /// `GET path_and_query`, decoded as `T`; non-2xx answers become [`EsError::Status`].
     pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, EsError> {
-        let mut request = self.http.get(format!("{}{}", self.base, path_and_query)).header("accept", "application/json");
+        let mut request = self
+            .http
+            .get(format!("{}{}", self.base, path_and_query))
+            .header("accept", "application/json");
         if let Some(auth) = &self.authorization {
             request = request.header("authorization", auth);
         }
@@ -138,7 +185,10 @@ impl Client {
         }
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
         if !status.is_success() {
             return Err(status_error(status.as_u16(), &body));
         }
@@ -175,7 +225,8 @@ impl Client {
     pub async fn resolve(&self, expressions: &[String]) -> Result<ResolveResponse, EsError> {
         let mut out = ResolveResponse::default();
         for batch in batches(expressions) {
-            let path = format!("/_resolve/index/{batch}?expand_wildcards=all&ignore_unavailable=true");
+            let path =
+                format!("/_resolve/index/{batch}?expand_wildcards=all&ignore_unavailable=true");
             let part: ResolveResponse = match self.get(&path).await {
                 Ok(r) => r,
                 // Some versions answer 404 when every name of a batch is absent.
@@ -202,7 +253,8 @@ impl Client {
     /// Primary store bytes and document counts for every open index matching `targets`.
     pub async fn stats(&self, targets: &[String]) -> Result<StatsResponse, EsError> {
         let mut out = StatsResponse::default();
-        let filter = encode_query("indices.*.primaries.store.size_in_bytes,indices.*.primaries.docs.count");
+        let filter =
+            encode_query("indices.*.primaries.store.size_in_bytes,indices.*.primaries.docs.count");
         for batch in batches(targets) {
             let path = format!(
                 "/{batch}/_stats/store,docs?level=indices&expand_wildcards=open&ignore_unavailable=true&allow_no_indices=true&filter_path={filter}"
@@ -220,7 +272,10 @@ impl Client {
     /// Cluster status and the status of every index.
     pub async fn health(&self) -> Result<HealthResponse, EsError> {
         let filter = encode_query("status,indices.*.status");
-        self.get(&format!("/_cluster/health?level=indices&filter_path={filter}")).await
+        self.get(&format!(
+            "/_cluster/health?level=indices&filter_path={filter}"
+        ))
+        .await
     }
 }
 
@@ -232,14 +287,22 @@ fn status_error(status: u16, body: &[u8]) -> EsError {
         None => {
             // AWS answers `{"message": …}` or `{"Message": …}`; keep it short.
             let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-            let m = v.get("message").or_else(|| v.get("Message")).and_then(|m| m.as_str()).map(|m| {
-                let cut: String = m.chars().take(200).collect();
-                cut
-            });
+            let m = v
+                .get("message")
+                .or_else(|| v.get("Message"))
+                .and_then(|m| m.as_str())
+                .map(|m| {
+                    let cut: String = m.chars().take(200).collect();
+                    cut
+                });
             (None, m)
         }
     };
-    EsError::Status { status, kind, reason }
+    EsError::Status {
+        status,
+        kind,
+        reason,
+    }
 }
 
 pub fn encode_name(name: &str) -> String {
@@ -288,7 +351,10 @@ mod tests {
         assert!(e.is_index_not_found());
         let e = status_error(400, br#"{"error":"no handler found for uri [/_resolve/index/x] and method [GET]","status":400}"#);
         assert!(e.is_unsupported_route());
-        let e = status_error(403, br#"{"message":"The request signature we calculated does not match"}"#);
+        let e = status_error(
+            403,
+            br#"{"message":"The request signature we calculated does not match"}"#,
+        );
         assert!(e.to_string().contains("signature"));
     }
 }

@@ -51,9 +51,14 @@ fn default_timeout() -> Dur {
 pub enum AuthConfig {
     #[default]
     None,
-    Basic { username: String, password: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
     /// The `encoded` value of the create-API-key response (base64 of `id:api_key`).
-    ApiKey { key: Secret },
+    ApiKey {
+        key: Secret,
+    },
     /// AWS SigV4 with credentials from the standard AWS chain (environment, shared profile,
     /// web identity, ECS container, EC2 instance metadata).
     AwsSigv4 {
@@ -81,22 +86,37 @@ pub fn validate_cluster(name: &str, cluster: &ClusterConfig) -> Vec<(String, Str
                 errors.push((key("url"), "must not contain a query string".into()));
             }
         }
-        _ => errors.push((key("url"), format!("{:?} is not an absolute http(s) URL", cluster.url))),
+        _ => errors.push((
+            key("url"),
+            format!("{:?} is not an absolute http(s) URL", cluster.url),
+        )),
     }
     if cluster.timeout.get().is_zero() {
         errors.push((key("timeout"), "must be greater than zero".into()));
     }
-    if let AuthConfig::AwsSigv4 { region, service, .. } = &cluster.auth {
+    if let AuthConfig::AwsSigv4 {
+        region, service, ..
+    } = &cluster.auth
+    {
         if region.is_empty() {
-            errors.push((key("auth.region"), "must name an AWS region such as us-east-1".into()));
+            errors.push((
+                key("auth.region"),
+                "must name an AWS region such as us-east-1".into(),
+            ));
         }
         if service != "es" && service != "aoss" {
-            errors.push((key("auth.service"), format!("must be \"es\" or \"aoss\", not {service:?}")));
+            errors.push((
+                key("auth.service"),
+                format!("must be \"es\" or \"aoss\", not {service:?}"),
+            ));
         }
     }
     if let Some(path) = &cluster.ca_bundle {
         if !path.exists() {
-            errors.push((key("ca_bundle"), format!("{} does not exist", path.display())));
+            errors.push((
+                key("ca_bundle"),
+                format!("{} does not exist", path.display()),
+            ));
         }
     }
     errors
@@ -114,7 +134,8 @@ mod tests {
     fn auth_variants_parse_and_hide_secrets() {
         let c = parse("url = \"http://x:9200\"\nauth = { type = \"basic\", username = \"u\", password = \"p4ss\" }");
         assert!(!format!("{c:?}").contains("p4ss"));
-        let c = parse("url = \"http://x\"\nauth = { type = \"aws_sigv4\", region = \"eu-west-1\" }");
+        let c =
+            parse("url = \"http://x\"\nauth = { type = \"aws_sigv4\", region = \"eu-west-1\" }");
         assert!(matches!(c.auth, AuthConfig::AwsSigv4 { ref service, .. } if service == "es"));
         let c = parse("url = \"http://x\"");
         assert!(matches!(c.auth, AuthConfig::None));
@@ -123,8 +144,20 @@ mod tests {
 
     #[test]
     fn validation_names_keys() {
-        let c = parse("url = \"nope\"\nauth = { type = \"aws_sigv4\", region = \"\", service = \"s3\" }");
-        let keys: Vec<_> = validate_cluster("prod", &c).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, ["elasticsearch.prod.url", "elasticsearch.prod.auth.region", "elasticsearch.prod.auth.service"]);
+        let c = parse(
+            "url = \"nope\"\nauth = { type = \"aws_sigv4\", region = \"\", service = \"s3\" }",
+        );
+        let keys: Vec<_> = validate_cluster("prod", &c)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "elasticsearch.prod.url",
+                "elasticsearch.prod.auth.region",
+                "elasticsearch.prod.auth.service"
+            ]
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
+};
 use aws_sigv4::sign::v4;
 use tokio::sync::Mutex;
 
@@ -33,13 +35,22 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("region", &self.region).field("service", &self.service).finish()
+        f.debug_struct("Signer")
+            .field("region", &self.region)
+            .field("service", &self.service)
+            .finish()
     }
 }
 
 impl Signer {
     pub fn new(region: String, service: String, profile: Option<String>) -> Signer {
-        Signer { region, service, profile, provider: Mutex::new(None), cached: Mutex::new(None) }
+        Signer {
+            region,
+            service,
+            profile,
+            provider: Mutex::new(None),
+            cached: Mutex::new(None),
+        }
     }
 
     /// A signer with fixed credentials (tests, benchmarks).
@@ -67,9 +78,10 @@ impl Signer {
         let conf = aws_config::provider_config::ProviderConfig::default()
             .with_http_client(http)
             .with_region(Some(aws_config::Region::new(self.region.clone())));
-        let mut builder = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-            .configure(conf)
-            .region(aws_config::Region::new(self.region.clone()));
+        let mut builder =
+            aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                .configure(conf)
+                .region(aws_config::Region::new(self.region.clone()));
         if let Some(profile) = &self.profile {
             builder = builder.profile_name(profile);
         }
@@ -81,13 +93,19 @@ impl Signer {
     async fn credentials(&self) -> Result<Credentials, SigningError> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref() {
-            let fresh = c.expiry().map(|e| e > SystemTime::now() + REFRESH_MARGIN).unwrap_or(true);
+            let fresh = c
+                .expiry()
+                .map(|e| e > SystemTime::now() + REFRESH_MARGIN)
+                .unwrap_or(true);
             if fresh {
                 return Ok(c.clone());
             }
         }
         let provider = self.provider().await;
-        let creds = provider.provide_credentials().await.map_err(|e| SigningError::Credentials(error_chain(&e)))?;
+        let creds = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| SigningError::Credentials(error_chain(&e)))?;
         *cached = Some(creds.clone());
         Ok(creds)
     }
@@ -103,7 +121,16 @@ impl Signer {
         body: &[u8],
     ) -> Result<Vec<(String, String)>, SigningError> {
         let creds = self.credentials().await?;
-        sign_headers(method, host, path_and_query, body, &creds, &self.region, &self.service, SystemTime::now())
+        sign_headers(
+            method,
+            host,
+            path_and_query,
+            body,
+            &creds,
+            &self.region,
+            &self.service,
+            SystemTime::now(),
+        )
     }
 }
 
@@ -133,11 +160,21 @@ pub fn sign_headers(
         .map_err(|e| SigningError::Sign(e.to_string()))?
         .into();
     let uri = format!("https://{host}{path_and_query}");
-    let request = SignableRequest::new(method, uri, [("host", host)].into_iter(), SignableBody::Bytes(body))
-        .map_err(|e| SigningError::Sign(e.to_string()))?;
-    let (instructions, _signature) = sign(request, &params).map_err(|e| SigningError::Sign(e.to_string()))?.into_parts();
+    let request = SignableRequest::new(
+        method,
+        uri,
+        [("host", host)].into_iter(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| SigningError::Sign(e.to_string()))?;
+    let (instructions, _signature) = sign(request, &params)
+        .map_err(|e| SigningError::Sign(e.to_string()))?
+        .into_parts();
     let (headers, _) = instructions.into_parts();
-    Ok(headers.into_iter().map(|h| (h.name().to_string(), h.value().to_string())).collect())
+    Ok(headers
+        .into_iter()
+        .map(|h| (h.name().to_string(), h.value().to_string()))
+        .collect())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -158,11 +195,31 @@ mod tests {
     #[test]
     fn signs_with_session_token_and_payload_hash() {
         let creds = Credentials::new("AKIDEXAMPLE", "secret", Some("tok".into()), None, "test");
-        let headers = sign_headers("GET", "h.example", "/%2A/_stats", b"", &creds, "us-east-1", "es", SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)).unwrap();
+        let headers = sign_headers(
+            "GET",
+            "h.example",
+            "/%2A/_stats",
+            b"",
+            &creds,
+            "us-east-1",
+            "es",
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )
+        .unwrap();
         let names: Vec<_> = headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert!(names.contains(&"authorization") && names.contains(&"x-amz-security-token") && names.contains(&"x-amz-content-sha256"));
-        let auth = &headers.iter().find(|(n, _)| n == "authorization").unwrap().1;
-        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/us-east-1/es/aws4_request"));
+        assert!(
+            names.contains(&"authorization")
+                && names.contains(&"x-amz-security-token")
+                && names.contains(&"x-amz-content-sha256")
+        );
+        let auth = &headers
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .unwrap()
+            .1;
+        assert!(auth.starts_with(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/us-east-1/es/aws4_request"
+        ));
         assert!(!auth.contains("secret"));
     }
 }

@@ -55,7 +55,13 @@ impl ServerInfo {
         let mut parts = root.version.number.split(|c: char| !c.is_ascii_digit());
         let major = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
         let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        ServerInfo { engine, version: root.version.number, major, minor, cluster_name: root.cluster_name }
+        ServerInfo {
+            engine,
+            version: root.version.number,
+            major,
+            minor,
+            cluster_name: root.cluster_name,
+        }
     }
 
     /// `_resolve/index` exists from Elasticsearch 7.9 and in every OpenSearch.
@@ -182,8 +188,14 @@ mod tests {
     fn engines_are_told_apart() {
         let es: RootResponse = serde_json::from_str(r#"{"cluster_name":"c","version":{"number":"8.12.1","build_flavor":"default"},"tagline":"You Know, for Search"}"#).unwrap();
         let info = ServerInfo::from_root(es);
-        assert_eq!((info.engine, info.major, info.minor), (Engine::Elasticsearch, 8, 12));
-        let os: RootResponse = serde_json::from_str(r#"{"cluster_name":"c","version":{"distribution":"opensearch","number":"2.11.0"}}"#).unwrap();
+        assert_eq!(
+            (info.engine, info.major, info.minor),
+            (Engine::Elasticsearch, 8, 12)
+        );
+        let os: RootResponse = serde_json::from_str(
+            r#"{"cluster_name":"c","version":{"distribution":"opensearch","number":"2.11.0"}}"#,
+        )
+        .unwrap();
         assert_eq!(ServerInfo::from_root(os).engine, Engine::OpenSearch);
         let old: RootResponse = serde_json::from_str(r#"{"version":{"number":"7.4.2"}}"#).unwrap();
         assert!(!ServerInfo::from_root(old).has_resolve_index());

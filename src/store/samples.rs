@@ -50,7 +50,12 @@ pub struct CheckRunRecord {
 pub trait SampleStore: Send + Sync {
     /// Stores one run's samples of one cluster, all taken at `at`. A second run at the same
     /// instant replaces the first's values.
-    async fn insert_index_samples(&self, cluster: &str, at: DateTime<Utc>, samples: &[IndexSample]) -> Result<(), StoreError>;
+    async fn insert_index_samples(
+        &self,
+        cluster: &str,
+        at: DateTime<Utc>,
+        samples: &[IndexSample],
+    ) -> Result<(), StoreError>;
 
     /// Per index of `cluster`: count and mean of the samples taken in `[since, before)`.
     /// One grouped query, whatever the number of indices.
@@ -65,7 +70,12 @@ pub trait SampleStore: Send + Sync {
     async fn firing_alerts(&self, check: &str) -> Result<Vec<AlertRecord>, StoreError>;
 
     /// Records new or still firing alerts and forgets resolved ones, in one transaction.
-    async fn update_alerts(&self, check: &str, firing: &[AlertRecord], resolved: &[String]) -> Result<(), StoreError>;
+    async fn update_alerts(
+        &self,
+        check: &str,
+        firing: &[AlertRecord],
+        resolved: &[String],
+    ) -> Result<(), StoreError>;
 
     async fn record_check_run(&self, run: &CheckRunRecord) -> Result<(), StoreError>;
 

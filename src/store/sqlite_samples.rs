@@ -16,7 +16,12 @@ const CHUNK: usize = 2000;
 
 #[async_trait]
 impl SampleStore for SqliteStore {
-    async fn insert_index_samples(&self, cluster: &str, at: DateTime<Utc>, samples: &[IndexSample]) -> Result<(), StoreError> {
+    async fn insert_index_samples(
+        &self,
+        cluster: &str,
+        at: DateTime<Utc>,
+        samples: &[IndexSample],
+    ) -> Result<(), StoreError> {
         insert_index_samples(&self.writer_pool, cluster, at, samples).await
     }
 
@@ -33,7 +38,12 @@ impl SampleStore for SqliteStore {
         firing_alerts(&self.reader, check).await
     }
 
-    async fn update_alerts(&self, check: &str, firing: &[AlertRecord], resolved: &[String]) -> Result<(), StoreError> {
+    async fn update_alerts(
+        &self,
+        check: &str,
+        firing: &[AlertRecord],
+        resolved: &[String],
+    ) -> Result<(), StoreError> {
         update_alerts(&self.writer_pool, check, firing, resolved).await
     }
 
@@ -65,26 +75,37 @@ pub(crate) async fn insert_index_samples(
     }
     let mut tx = writer.begin().await?;
     for chunk in samples.chunks(CHUNK) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO es_indices (cluster, index_name) ");
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO es_indices (cluster, index_name) ");
         q.push_values(chunk, |mut b, s| {
             b.push_bind(cluster).push_bind(&s.index);
         });
         q.push(" ON CONFLICT (cluster, index_name) DO NOTHING");
         q.build().execute(&mut *tx).await?;
     }
-    let ids: HashMap<String, i64> = sqlx::query("SELECT id, index_name FROM es_indices WHERE cluster = ?")
-        .bind(cluster)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|r| (r.get::<String, _>(1), r.get::<i64, _>(0)))
-        .collect();
+    let ids: HashMap<String, i64> =
+        sqlx::query("SELECT id, index_name FROM es_indices WHERE cluster = ?")
+            .bind(cluster)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| (r.get::<String, _>(1), r.get::<i64, _>(0)))
+            .collect();
     let ts = at.timestamp_micros();
     for chunk in samples.chunks(CHUNK) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO es_index_samples (index_id, ts, bytes, docs) ");
-        q.push_values(chunk.iter().filter_map(|s| ids.get(&s.index).map(|id| (*id, s))), |mut b, (id, s)| {
-            b.push_bind(id).push_bind(ts).push_bind(clamp(s.bytes)).push_bind(clamp(s.docs));
-        });
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO es_index_samples (index_id, ts, bytes, docs) ");
+        q.push_values(
+            chunk
+                .iter()
+                .filter_map(|s| ids.get(&s.index).map(|id| (*id, s))),
+            |mut b, (id, s)| {
+                b.push_bind(id)
+                    .push_bind(ts)
+                    .push_bind(clamp(s.bytes))
+                    .push_bind(clamp(s.docs));
+            },
+        );
         q.push(" ON CONFLICT (index_id, ts) DO UPDATE SET bytes = excluded.bytes, docs = excluded.docs");
         q.build().execute(&mut *tx).await?;
     }
@@ -122,7 +143,10 @@ pub(crate) async fn index_baselines(
         .collect())
 }
 
-pub(crate) async fn firing_alerts(reader: &SqlitePool, check: &str) -> Result<Vec<AlertRecord>, StoreError> {
+pub(crate) async fn firing_alerts(
+    reader: &SqlitePool,
+    check: &str,
+) -> Result<Vec<AlertRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT fingerprint, cluster, kind, title, labels, since FROM check_alerts WHERE check_name = ? ORDER BY fingerprint",
     )
@@ -136,7 +160,8 @@ pub(crate) async fn firing_alerts(reader: &SqlitePool, check: &str) -> Result<Ve
             cluster: r.get(1),
             kind: r.get(2),
             title: r.get(3),
-            labels: serde_json::from_str::<BTreeMap<String, String>>(r.get::<&str, _>(4)).unwrap_or_default(),
+            labels: serde_json::from_str::<BTreeMap<String, String>>(r.get::<&str, _>(4))
+                .unwrap_or_default(),
             since: from_micros(r.get(5)),
         })
         .collect())
@@ -177,7 +202,10 @@ pub(crate) async fn update_alerts(
     Ok(())
 }
 
-pub(crate) async fn record_check_run(writer: &SqlitePool, run: &CheckRunRecord) -> Result<(), StoreError> {
+pub(crate) async fn record_check_run(
+    writer: &SqlitePool,
+    run: &CheckRunRecord,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO check_runs (check_name, at, outcome, summary) VALUES (?, ?, ?, ?)
          ON CONFLICT (check_name) DO UPDATE SET at = excluded.at, outcome = excluded.outcome, summary = excluded.summary",
@@ -191,13 +219,21 @@ pub(crate) async fn record_check_run(writer: &SqlitePool, run: &CheckRunRecord) 
     Ok(())
 }
 
-pub(crate) async fn last_check_runs(reader: &SqlitePool) -> Result<Vec<CheckRunRecord>, StoreError> {
-    let rows = sqlx::query("SELECT check_name, at, outcome, summary FROM check_runs ORDER BY check_name")
-        .fetch_all(reader)
-        .await?;
+pub(crate) async fn last_check_runs(
+    reader: &SqlitePool,
+) -> Result<Vec<CheckRunRecord>, StoreError> {
+    let rows =
+        sqlx::query("SELECT check_name, at, outcome, summary FROM check_runs ORDER BY check_name")
+            .fetch_all(reader)
+            .await?;
     Ok(rows
         .into_iter()
-        .map(|r| CheckRunRecord { check: r.get(0), at: from_micros(r.get(1)), outcome: r.get(2), summary: r.get(3) })
+        .map(|r| CheckRunRecord {
+            check: r.get(0),
+            at: from_micros(r.get(1)),
+            outcome: r.get(2),
+            summary: r.get(3),
+        })
         .collect())
 }
 
@@ -207,8 +243,15 @@ mod tests {
     use sqlx::sqlite::SqlitePoolOptions;
 
     async fn pool() -> SqlitePool {
-        let pool = SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
-        sqlx::raw_sql(include_str!("../../migrations/sqlite/0002_checks.sql")).execute(&pool).await.unwrap();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::raw_sql(include_str!("../../migrations/sqlite/0002_checks.sql"))
+            .execute(&pool)
+            .await
+            .unwrap();
         pool
     }
 
@@ -221,23 +264,72 @@ mod tests {
         let p = pool().await;
         for (day, bytes) in [(1, 100u64), (2, 200), (3, 300), (4, 1000)] {
             let s = vec![
-                IndexSample { index: "a".into(), bytes, docs: bytes / 10 },
-                IndexSample { index: "b".into(), bytes: 5, docs: 1 },
+                IndexSample {
+                    index: "a".into(),
+                    bytes,
+                    docs: bytes / 10,
+                },
+                IndexSample {
+                    index: "b".into(),
+                    bytes: 5,
+                    docs: 1,
+                },
             ];
-            insert_index_samples(&p, "c1", at(&format!("2026-01-0{day}T00:00:00Z")), &s).await.unwrap();
+            insert_index_samples(&p, "c1", at(&format!("2026-01-0{day}T00:00:00Z")), &s)
+                .await
+                .unwrap();
         }
-        insert_index_samples(&p, "c2", at("2026-01-02T00:00:00Z"), &[IndexSample { index: "a".into(), bytes: 9, docs: 9 }])
-            .await
-            .unwrap();
-        let b = index_baselines(&p, "c1", at("2026-01-02T00:00:00Z"), at("2026-01-04T00:00:00Z")).await.unwrap();
-        assert_eq!(b["a"], Baseline { samples: 2, mean_bytes: 250.0, mean_docs: 25.0 });
+        insert_index_samples(
+            &p,
+            "c2",
+            at("2026-01-02T00:00:00Z"),
+            &[IndexSample {
+                index: "a".into(),
+                bytes: 9,
+                docs: 9,
+            }],
+        )
+        .await
+        .unwrap();
+        let b = index_baselines(
+            &p,
+            "c1",
+            at("2026-01-02T00:00:00Z"),
+            at("2026-01-04T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            b["a"],
+            Baseline {
+                samples: 2,
+                mean_bytes: 250.0,
+                mean_docs: 25.0
+            }
+        );
         assert_eq!(b["b"].samples, 2);
         assert_eq!(b.len(), 2);
         // Same instant again replaces.
-        insert_index_samples(&p, "c1", at("2026-01-02T00:00:00Z"), &[IndexSample { index: "a".into(), bytes: 400, docs: 0 }])
-            .await
-            .unwrap();
-        let b = index_baselines(&p, "c1", at("2026-01-02T00:00:00Z"), at("2026-01-04T00:00:00Z")).await.unwrap();
+        insert_index_samples(
+            &p,
+            "c1",
+            at("2026-01-02T00:00:00Z"),
+            &[IndexSample {
+                index: "a".into(),
+                bytes: 400,
+                docs: 0,
+            }],
+        )
+        .await
+        .unwrap();
+        let b = index_baselines(
+            &p,
+            "c1",
+            at("2026-01-02T00:00:00Z"),
+            at("2026-01-04T00:00:00Z"),
+        )
+        .await
+        .unwrap();
         assert_eq!(b["a"].mean_bytes, 350.0);
     }
 
@@ -259,7 +351,12 @@ mod tests {
         assert_eq!(firing_alerts(&p, "chk").await.unwrap(), vec![rec]);
         update_alerts(&p, "chk", &[], &["f1".into()]).await.unwrap();
         assert!(firing_alerts(&p, "chk").await.unwrap().is_empty());
-        let run = CheckRunRecord { check: "chk".into(), at: at("2026-01-01T00:00:00Z"), outcome: "healthy".into(), summary: "ok".into() };
+        let run = CheckRunRecord {
+            check: "chk".into(),
+            at: at("2026-01-01T00:00:00Z"),
+            outcome: "healthy".into(),
+            summary: "ok".into(),
+        };
         record_check_run(&p, &run).await.unwrap();
         assert_eq!(last_check_runs(&p).await.unwrap(), vec![run]);
     }

@@ -38,8 +38,17 @@ pub struct FakeIndex {
 #[derive(Debug, Clone)]
 pub enum FakeAuth {
     None,
-    Basic { username: String, password: String },
-    Sigv4 { access_key: String, secret_key: String, session_token: Option<String>, region: String, service: String },
+    Basic {
+        username: String,
+        password: String,
+    },
+    Sigv4 {
+        access_key: String,
+        secret_key: String,
+        session_token: Option<String>,
+        region: String,
+        service: String,
+    },
 }
 
 #[derive(Debug)]
@@ -79,13 +88,17 @@ impl FakeEs {
             delay: Duration::ZERO,
             requests: Vec::new(),
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let stop = CancellationToken::new();
         let s = stop.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s.cancelled().await })
+                .await;
         });
         FakeEs { addr, inner, stop }
     }
@@ -94,7 +107,10 @@ impl FakeEs {
     pub fn start_blocking(flavor: Flavor) -> FakeEs {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let fake = FakeEs::start(flavor).await;
                 let stop = fake.stop.clone();
@@ -115,7 +131,16 @@ impl FakeEs {
 
     pub fn add_index(&self, name: &str, bytes: u64, docs: u64) {
         self.with(|i| {
-            i.indices.insert(name.into(), FakeIndex { closed: false, hidden: name.starts_with('.'), red: false, bytes, docs })
+            i.indices.insert(
+                name.into(),
+                FakeIndex {
+                    closed: false,
+                    hidden: name.starts_with('.'),
+                    red: false,
+                    bytes,
+                    docs,
+                },
+            )
         });
     }
 
@@ -141,14 +166,28 @@ impl FakeEs {
     }
 
     pub fn add_alias(&self, alias: &str, index: &str) {
-        self.with(|i| i.aliases.entry(alias.into()).or_default().insert(index.into()));
+        self.with(|i| {
+            i.aliases
+                .entry(alias.into())
+                .or_default()
+                .insert(index.into())
+        });
     }
 
     pub fn add_data_stream(&self, name: &str) {
         self.with(|i| {
             i.data_streams.insert(name.into());
             let backing = format!(".ds-{name}-2026.01.01-000001");
-            i.indices.insert(backing, FakeIndex { closed: false, hidden: true, red: false, bytes: 1, docs: 1 });
+            i.indices.insert(
+                backing,
+                FakeIndex {
+                    closed: false,
+                    hidden: true,
+                    red: false,
+                    bytes: 1,
+                    docs: 1,
+                },
+            );
         });
     }
 
@@ -181,23 +220,47 @@ fn es_error(status: StatusCode, kind: &str, reason: &str, extra: Map<String, Val
     if body["error"]["header"].is_null() {
         body["error"].as_object_mut().map(|o| o.remove("header"));
     }
-    (status, [("content-type", "application/json; charset=UTF-8")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json; charset=UTF-8")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn json_ok(flavor: Flavor, v: Value) -> Response {
-    let mut r = (StatusCode::OK, [("content-type", "application/json; charset=UTF-8")], v.to_string()).into_response();
+    let mut r = (
+        StatusCode::OK,
+        [("content-type", "application/json; charset=UTF-8")],
+        v.to_string(),
+    )
+        .into_response();
     if flavor != Flavor::OpenSearch2 {
-        r.headers_mut().insert("x-elastic-product", "Elasticsearch".parse().expect("header"));
+        r.headers_mut().insert(
+            "x-elastic-product",
+            "Elasticsearch".parse().expect("header"),
+        );
     }
     r
 }
 
 fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let path_and_query = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path_and_query = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let delay = {
         let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
         g.requests.push(path_and_query.clone());
@@ -211,9 +274,18 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri
         return denied;
     }
     if g.down {
-        let kind = if g.flavor == Flavor::OpenSearch2 { "cluster_manager_not_discovered_exception" } else { "master_not_discovered_exception" };
+        let kind = if g.flavor == Flavor::OpenSearch2 {
+            "cluster_manager_not_discovered_exception"
+        } else {
+            "master_not_discovered_exception"
+        };
         let body = json!({"error": {"root_cause": [{"type": kind, "reason": null}], "type": kind, "reason": null}, "status": 503});
-        return (StatusCode::SERVICE_UNAVAILABLE, [("content-type", "application/json; charset=UTF-8")], body.to_string()).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "application/json; charset=UTF-8")],
+            body.to_string(),
+        )
+            .into_response();
     }
     let query: BTreeMap<String, String> = uri
         .query()
@@ -225,7 +297,13 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri
             (decode(k), decode(v))
         })
         .collect();
-    let segments: Vec<String> = uri.path().trim_matches('/').split('/').filter(|s| !s.is_empty()).map(decode).collect();
+    let segments: Vec<String> = uri
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(decode)
+        .collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     if method != Method::GET && method != Method::HEAD {
         let body = json!({"error": format!("Incorrect HTTP method for uri [{}] and method [{}], allowed: [GET]", uri, method), "status": 405});
@@ -248,60 +326,154 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri
         ["_stats", ..] => stats(&g, "_all", &query),
         _ => {
             let body = json!({"error": format!("no handler found for uri [{}] and method [{}]", uri, method), "status": 400});
-            (StatusCode::BAD_REQUEST, [("content-type", "application/json; charset=UTF-8")], body.to_string()).into_response()
+            (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/json; charset=UTF-8")],
+                body.to_string(),
+            )
+                .into_response()
         }
     }
 }
 
-fn check_auth(g: &Inner, method: &Method, path_and_query: &str, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+fn check_auth(
+    g: &Inner,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<Response> {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     match &g.auth {
         FakeAuth::None => None,
         FakeAuth::Basic { username, password } => {
             use base64::Engine as _;
-            let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")));
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+            );
             if header("authorization").as_deref() == Some(expected.as_str()) {
                 return None;
             }
             let (reason, challenge): (String, Value) = match g.flavor {
-                Flavor::Es7 => (String::new(), json!("Basic realm=\"security\" charset=\"UTF-8\"")),
-                _ => (String::new(), json!(["Basic realm=\"security\", charset=\"UTF-8\"", "Bearer realm=\"security\"", "ApiKey"])),
+                Flavor::Es7 => (
+                    String::new(),
+                    json!("Basic realm=\"security\" charset=\"UTF-8\""),
+                ),
+                _ => (
+                    String::new(),
+                    json!([
+                        "Basic realm=\"security\", charset=\"UTF-8\"",
+                        "Bearer realm=\"security\"",
+                        "ApiKey"
+                    ]),
+                ),
             };
             let _ = reason;
             if g.flavor == Flavor::OpenSearch2 {
-                return Some((StatusCode::UNAUTHORIZED, [("www-authenticate", "Basic realm=\"OpenSearch Security\"")], "").into_response());
+                return Some(
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [("www-authenticate", "Basic realm=\"OpenSearch Security\"")],
+                        "",
+                    )
+                        .into_response(),
+                );
             }
             let reason = match header("authorization") {
-                None => format!("missing authentication credentials for REST request [{path_and_query}]"),
-                Some(_) => format!("unable to authenticate user [{username}] for REST request [{path_and_query}]"),
+                None => format!(
+                    "missing authentication credentials for REST request [{path_and_query}]"
+                ),
+                Some(_) => format!(
+                    "unable to authenticate user [{username}] for REST request [{path_and_query}]"
+                ),
             };
             let mut extra = Map::new();
             extra.insert("header".into(), json!({"WWW-Authenticate": challenge}));
-            let mut r = es_error(StatusCode::UNAUTHORIZED, "security_exception", &reason, extra);
-            r.headers_mut().insert("www-authenticate", "Basic realm=\"security\", charset=\"UTF-8\"".parse().expect("header"));
+            let mut r = es_error(
+                StatusCode::UNAUTHORIZED,
+                "security_exception",
+                &reason,
+                extra,
+            );
+            r.headers_mut().insert(
+                "www-authenticate",
+                "Basic realm=\"security\", charset=\"UTF-8\""
+                    .parse()
+                    .expect("header"),
+            );
             Some(r)
         }
-        FakeAuth::Sigv4 { access_key, secret_key, session_token, region, service } => {
+        FakeAuth::Sigv4 {
+            access_key,
+            secret_key,
+            session_token,
+            region,
+            service,
+        } => {
             let deny = |msg: &str, capital: bool| {
                 let key = if capital { "Message" } else { "message" };
-                Some((StatusCode::FORBIDDEN, [("content-type", "application/json")], json!({ key: msg }).to_string()).into_response())
+                Some(
+                    (
+                        StatusCode::FORBIDDEN,
+                        [("content-type", "application/json")],
+                        json!({ key: msg }).to_string(),
+                    )
+                        .into_response(),
+                )
             };
             let Some(auth) = header("authorization") else {
                 return deny(&format!("User: anonymous is not authorized to perform: es:ESHttp{} because no resource-based policy allows the es:ESHttp{} action", title_case(method.as_str()), title_case(method.as_str())), true);
             };
             if header("x-amz-security-token") != *session_token {
-                return deny("The security token included in the request is invalid.", false);
+                return deny(
+                    "The security token included in the request is invalid.",
+                    false,
+                );
             }
-            let Some(date) = header("x-amz-date") else { return deny("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.", false) };
-            let Ok(t) = chrono::NaiveDateTime::parse_from_str(&date, "%Y%m%dT%H%M%SZ") else { return deny("Invalid X-Amz-Date", false) };
-            let time = SystemTime::UNIX_EPOCH + Duration::from_secs(t.and_utc().timestamp().max(0) as u64);
+            let Some(date) = header("x-amz-date") else {
+                return deny("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.", false);
+            };
+            let Ok(t) = chrono::NaiveDateTime::parse_from_str(&date, "%Y%m%dT%H%M%SZ") else {
+                return deny("Invalid X-Amz-Date", false);
+            };
+            let time =
+                SystemTime::UNIX_EPOCH + Duration::from_secs(t.and_utc().timestamp().max(0) as u64);
             if !auth.contains(&format!("Credential={access_key}/")) {
-                return deny("The security token included in the request is invalid.", false);
+                return deny(
+                    "The security token included in the request is invalid.",
+                    false,
+                );
             }
-            let creds = aws_credential_types::Credentials::new(access_key, secret_key, session_token.clone(), None, "fake");
+            let creds = aws_credential_types::Credentials::new(
+                access_key,
+                secret_key,
+                session_token.clone(),
+                None,
+                "fake",
+            );
             let host = header("host").unwrap_or_default();
-            let expected = crate::es::sigv4::sign_headers(method.as_str(), &host, path_and_query, body, &creds, region, service, time).ok()?;
-            let want = expected.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.clone()).unwrap_or_default();
+            let expected = crate::es::sigv4::sign_headers(
+                method.as_str(),
+                &host,
+                path_and_query,
+                body,
+                &creds,
+                region,
+                service,
+                time,
+            )
+            .ok()?;
+            let want = expected
+                .iter()
+                .find(|(n, _)| n == "authorization")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
             if want != auth {
                 return deny("The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.", false);
             }
@@ -313,23 +485,31 @@ fn check_auth(g: &Inner, method: &Method, path_and_query: &str, headers: &Header
 fn title_case(m: &str) -> String {
     let lower = m.to_ascii_lowercase();
     let mut c = lower.chars();
-    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
 }
 
 fn root(flavor: Flavor) -> Response {
     let v = match flavor {
-        Flavor::Es7 => json!({"name": "node-1", "cluster_name": "fake", "cluster_uuid": "5QaxoN0pRZuOmWSxstBBwQ",
+        Flavor::Es7 => {
+            json!({"name": "node-1", "cluster_name": "fake", "cluster_uuid": "5QaxoN0pRZuOmWSxstBBwQ",
             "version": {"number": "7.17.18", "build_flavor": "default", "build_type": "docker", "lucene_version": "8.11.3",
                 "minimum_wire_compatibility_version": "6.8.0", "minimum_index_compatibility_version": "6.0.0-beta1"},
-            "tagline": "You Know, for Search"}),
-        Flavor::Es8 => json!({"name": "instance-0000000000", "cluster_name": "fake", "cluster_uuid": "5QaxoN0pRZuOmWSxstBBwQ",
+            "tagline": "You Know, for Search"})
+        }
+        Flavor::Es8 => {
+            json!({"name": "instance-0000000000", "cluster_name": "fake", "cluster_uuid": "5QaxoN0pRZuOmWSxstBBwQ",
             "version": {"number": "8.12.1", "build_flavor": "default", "build_type": "docker", "lucene_version": "9.9.2",
                 "minimum_wire_compatibility_version": "7.17.0", "minimum_index_compatibility_version": "7.0.0"},
-            "tagline": "You Know, for Search"}),
-        Flavor::OpenSearch2 => json!({"name": "opensearch-node1", "cluster_name": "fake", "cluster_uuid": "5QaxoN0pRZuOmWSxstBBwQ",
+            "tagline": "You Know, for Search"})
+        }
+        Flavor::OpenSearch2 => {
+            json!({"name": "opensearch-node1", "cluster_name": "fake", "cluster_uuid": "5QaxoN0pRZuOmWSxstBBwQ",
             "version": {"distribution": "opensearch", "number": "2.11.0", "build_type": "tar", "lucene_version": "9.7.0",
                 "minimum_wire_compatibility_version": "7.10.0", "minimum_index_compatibility_version": "7.0.0"},
-            "tagline": "The OpenSearch Project: https://opensearch.org/"}),
+            "tagline": "The OpenSearch Project: https://opensearch.org/"})
+        }
     };
     json_ok(flavor, v)
 }
@@ -347,7 +527,10 @@ fn health(g: &Inner) -> Response {
         }
         indices.insert(name.clone(), json!({"status": s, "number_of_shards": 1, "number_of_replicas": 0, "active_primary_shards": if ix.red {0} else {1}}));
     }
-    json_ok(g.flavor, json!({"cluster_name": "fake", "status": status, "timed_out": false, "number_of_nodes": 1, "indices": indices}))
+    json_ok(
+        g.flavor,
+        json!({"cluster_name": "fake", "status": status, "timed_out": false, "number_of_nodes": 1, "indices": indices}),
+    )
 }
 
 /// Wildcards expand over hidden indices only when the pattern starts with a dot
@@ -371,12 +554,20 @@ fn resolve(g: &Inner, exprs: &str) -> Response {
             if ix.hidden {
                 attrs.push("hidden");
             }
-            let aliases: Vec<&String> = g.aliases.iter().filter(|(_, v)| v.contains(name)).map(|(a, _)| a).collect();
+            let aliases: Vec<&String> = g
+                .aliases
+                .iter()
+                .filter(|(_, v)| v.contains(name))
+                .map(|(a, _)| a)
+                .collect();
             let mut entry = json!({"name": name, "attributes": attrs});
             if !aliases.is_empty() {
                 entry["aliases"] = json!(aliases);
             }
-            if let Some(ds) = name.strip_prefix(".ds-").and_then(|r| g.data_streams.iter().find(|d| r.starts_with(d.as_str()))) {
+            if let Some(ds) = name
+                .strip_prefix(".ds-")
+                .and_then(|r| g.data_streams.iter().find(|d| r.starts_with(d.as_str())))
+            {
                 entry["data_stream"] = json!(ds);
             }
             indices.push(entry);
@@ -394,12 +585,27 @@ fn resolve(g: &Inner, exprs: &str) -> Response {
         .filter(|d| exprs.iter().any(|e| matches(e, d, false, true)))
         .map(|d| json!({"name": d, "backing_indices": [format!(".ds-{d}-2026.01.01-000001")], "timestamp_field": "@timestamp"}))
         .collect();
-    json_ok(g.flavor, json!({"indices": indices, "aliases": aliases, "data_streams": data_streams}))
+    json_ok(
+        g.flavor,
+        json!({"indices": indices, "aliases": aliases, "data_streams": data_streams}),
+    )
 }
 
 fn cat_indices(g: &Inner, query: &BTreeMap<String, String>) -> Response {
     if query.get("format").map(String::as_str) != Some("json") {
-        let text: String = g.indices.iter().map(|(n, ix)| format!("green  {:<6} {n} x 1 0 {} 0 {}b {}b\n", if ix.closed {"close"} else {"open"}, ix.docs, ix.bytes, ix.bytes)).collect();
+        let text: String = g
+            .indices
+            .iter()
+            .map(|(n, ix)| {
+                format!(
+                    "green  {:<6} {n} x 1 0 {} 0 {}b {}b\n",
+                    if ix.closed { "close" } else { "open" },
+                    ix.docs,
+                    ix.bytes,
+                    ix.bytes
+                )
+            })
+            .collect();
         return (StatusCode::OK, text).into_response();
     }
     let rows: Vec<Value> = g
@@ -422,13 +628,22 @@ fn stats(g: &Inner, targets: &str, query: &BTreeMap<String, String>) -> Response
     let ignore_unavailable = query.get("ignore_unavailable").map(String::as_str) == Some("true");
     if !ignore_unavailable {
         for e in &exprs {
-            if !e.contains('*') && *e != "_all" && !g.indices.contains_key(*e) && !g.aliases.contains_key(*e) {
+            if !e.contains('*')
+                && *e != "_all"
+                && !g.indices.contains_key(*e)
+                && !g.aliases.contains_key(*e)
+            {
                 let mut extra = Map::new();
                 extra.insert("resource.type".into(), json!("index_or_alias"));
                 extra.insert("resource.id".into(), json!(e));
                 extra.insert("index_uuid".into(), json!("_na_"));
                 extra.insert("index".into(), json!(e));
-                return es_error(StatusCode::NOT_FOUND, "index_not_found_exception", &format!("no such index [{e}]"), extra);
+                return es_error(
+                    StatusCode::NOT_FOUND,
+                    "index_not_found_exception",
+                    &format!("no such index [{e}]"),
+                    extra,
+                );
             }
         }
     }
@@ -438,7 +653,9 @@ fn stats(g: &Inner, targets: &str, query: &BTreeMap<String, String>) -> Response
         if ix.closed {
             continue;
         }
-        let via_alias = exprs.iter().any(|e| g.aliases.get(*e).is_some_and(|s| s.contains(name)));
+        let via_alias = exprs
+            .iter()
+            .any(|e| g.aliases.get(*e).is_some_and(|s| s.contains(name)));
         if !via_alias && !exprs.iter().any(|e| matches(e, name, ix.hidden, false)) {
             continue;
         }
