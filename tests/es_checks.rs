@@ -466,3 +466,74 @@ fn bad_names_and_config_exit_2() {
     assert!(err.contains("no check named \"nope\""), "{err}");
     let _ = Path::new("");
 }
+
+mod scheduler {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tocsin::check::{start_with, Sink};
+    use tocsin::event::Event;
+    use tocsin::store::samples::CheckRunRecord;
+    use tocsin::testkit::fake_es::{FakeEs, Flavor};
+    use tokio_util::sync::CancellationToken;
+
+    fn collector() -> (Sink, Arc<Mutex<Vec<Event>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let sink: Sink = Arc::new(move |events: Vec<Event>| {
+            s.lock().unwrap().extend(events);
+            Box::pin(async { Ok(()) })
+        });
+        (sink, seen)
+    }
+
+    fn config(fake: &FakeEs, dir: &std::path::Path, schedule: &str) -> tocsin::config::Config {
+        let text = format!(
+            "[store]\nurl = \"sqlite://{}\"\n[elasticsearch.c]\nurl = \"{}\"\n[[checks]]\nname = \"idx\"\ntype = \"elasticsearch_indices\"\nclusters = [\"c\"]\nexpect = [\"users_index\"]\nschedule = \"{schedule}\"\n",
+            dir.join("s.db").display(),
+            fake.url()
+        );
+        tocsin::config::load_str(&text, &dir.join("t.toml")).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_never_overlap() {
+        let fake = FakeEs::start(Flavor::Es8).await;
+        fake.set_delay(Duration::from_millis(1500));
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&fake, dir.path(), "* * * * * *");
+        let store = tocsin::store::open(&cfg.store.url).await.unwrap();
+        let (sink, seen) = collector();
+        let stop = CancellationToken::new();
+        let handle = start_with(&cfg, store, sink, stop.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(4200)).await;
+        stop.cancel();
+        handle.await.unwrap();
+        // Every-second schedule, 1.5 s per request (GET / then _resolve): at most 2 runs, back to back.
+        let roots = fake.requests().iter().filter(|r| r.as_str() == "/").count();
+        assert!((1..=2).contains(&roots), "{roots} runs: {:?}", fake.requests());
+        assert!(seen.lock().unwrap().iter().all(|e| e.kind == "es.index_missing"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_catch_up_after_downtime() {
+        let fake = FakeEs::start(Flavor::Es8).await;
+        let dir = tempfile::tempdir().unwrap();
+        // Yearly: the next regular run is far away, so any run now is the catch-up.
+        let cfg = config(&fake, dir.path(), "0 0 1 1 *");
+        let store = tocsin::store::open(&cfg.store.url).await.unwrap();
+        let old = CheckRunRecord { check: "idx".into(), at: "2020-06-01T00:00:00Z".parse().unwrap(), outcome: "healthy".into(), summary: String::new() };
+        store.record_check_run(&old).await.unwrap();
+        let (sink, seen) = collector();
+        let stop = CancellationToken::new();
+        let handle = start_with(&cfg, store.clone(), sink, stop.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.cancel();
+        handle.await.unwrap();
+        let roots = fake.requests().iter().filter(|r| r.as_str() == "/").count();
+        assert_eq!(roots, 1, "several missed runs, one catch-up");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        let last = store.last_check_runs().await.unwrap();
+        assert_eq!(last[0].outcome, "alerting");
+    }
+}
