@@ -16,7 +16,10 @@ const START: &str = "2025-11-21T16:00:00Z";
 
 fn config_text(url: &str, db: &str, indices: usize) -> String {
     // The indices check expects every 20th index by exact name, plus a pattern and a date.
-    let expect: Vec<String> = (0..indices).step_by(20).map(|i| format!("\"idx-{i:05}\"")).collect();
+    let expect: Vec<String> = (0..indices)
+        .step_by(20)
+        .map(|i| format!("\"idx-{i:05}\""))
+        .collect();
     format!(
         r#"
 [store]
@@ -48,7 +51,11 @@ min_samples = 7
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -57,10 +64,41 @@ async fn child(check: &str, config_path: &str, at: &str) {
     let config = tocsin::config::load(std::path::Path::new(config_path)).expect("config");
     let store = tocsin::store::open(&config.store.url).await.expect("store");
     let clusters = Clusters::from_config(&config);
-    let check = config.checks.iter().find(|c| c.name() == check).expect("check");
-    let at = at.parse().expect("time");
+    let check = config
+        .checks
+        .iter()
+        .find(|c| c.name() == check)
+        .expect("check");
+    let at: chrono::DateTime<chrono::Utc> = at.parse().expect("time");
+    if std::env::var_os("BENCH_DETAIL").is_some() {
+        let client = tocsin::es::Client::new(&config.elasticsearch["bench"]).expect("client");
+        let t = Instant::now();
+        let h = client.health().await.expect("health");
+        let th = t.elapsed();
+        let s = client.stats(&["*".to_string()]).await.expect("stats");
+        let ts = t.elapsed() - th;
+        let b = store
+            .index_baselines("bench", at - chrono::Duration::days(30), at)
+            .await
+            .expect("baselines");
+        let tb = t.elapsed() - th - ts;
+        println!(
+            "detail: health {th:?} ({} idx), stats {ts:?} ({} idx), baselines {tb:?} ({} idx)",
+            h.indices.len(),
+            s.indices.len(),
+            b.len()
+        );
+    }
     let t = Instant::now();
-    let report = run_check(check, &clusters, &RunOptions { at, store: Some(store.clone()) }).await;
+    let report = run_check(
+        check,
+        &clusters,
+        &RunOptions {
+            at,
+            store: Some(store.clone()),
+        },
+    )
+    .await;
     let evaluated = t.elapsed();
     let errors = report.commit(&store).await;
     let total = t.elapsed();
@@ -96,16 +134,33 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("bench.db");
     let config_path = dir.path().join("tocsin.toml");
-    std::fs::write(&config_path, config_text(&fake.url(), &db.display().to_string(), indices)).expect("config");
+    std::fs::write(
+        &config_path,
+        config_text(&fake.url(), &db.display().to_string(), indices),
+    )
+    .expect("config");
 
     let t = Instant::now();
-    let store = tocsin::store::open(&format!("sqlite://{}", db.display())).await.expect("store");
+    let store = tocsin::store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("store");
     let start: chrono::DateTime<chrono::Utc> = START.parse().expect("start");
     // Names first (through the store), then a year of rows in one INSERT … SELECT.
-    let names: Vec<IndexSample> = (0..indices).map(|i| IndexSample { index: format!("idx-{i:05}"), bytes: 0, docs: 0 }).collect();
-    store.insert_index_samples("bench", start - chrono::Duration::days(1), &names).await.expect("names");
+    let names: Vec<IndexSample> = (0..indices)
+        .map(|i| IndexSample {
+            index: format!("idx-{i:05}"),
+            bytes: 0,
+            docs: 0,
+        })
+        .collect();
+    store
+        .insert_index_samples("bench", start - chrono::Duration::days(1), &names)
+        .await
+        .expect("names");
     store.close().await;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.expect("pool");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("pool");
     sqlx::query(
         "WITH RECURSIVE d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < ?)
          INSERT OR REPLACE INTO es_index_samples (index_id, ts, bytes, docs)
@@ -117,9 +172,15 @@ async fn main() {
     .execute(&pool)
     .await
     .expect("seed");
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM es_index_samples").fetch_one(&pool).await.expect("count");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM es_index_samples")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     pool.close().await;
-    println!("seeded {indices} indices and {rows} samples in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "seeded {indices} indices and {rows} samples in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let at = (start + chrono::Duration::days(days - 1)).to_rfc3339();
     let exe = std::env::current_exe().expect("exe");

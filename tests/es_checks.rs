@@ -183,6 +183,40 @@ fn closed_and_red_indices_aliases_and_data_streams() {
     }
 }
 
+#[test]
+fn legacy_cluster_without_resolve_uses_cat_json() {
+    let fake = FakeEs::start_blocking(Flavor::Es7Legacy);
+    fake.add_index("users_index_old", 1, 1);
+    fake.add_index("accounts_index", 1, 1);
+    fake.close_index("accounts_index");
+    fake.add_index("employees_v1", 1, 1);
+    fake.add_alias("employees_index", "employees_v1");
+    let env = setup(
+        &cluster("old", &fake, ""),
+        &indices_check(
+            "idx",
+            "\"old\"",
+            "\"users_index\", \"accounts_index\", \"employees_index\"",
+            "",
+        ),
+    );
+    let (code, out, _) = run(&env, "idx", &["--dry-run"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("users_index: missing")
+            && out.contains("accounts_index: exists but is closed"),
+        "{out}"
+    );
+    assert!(!out.contains("employees_index:"), "{out}");
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.starts_with("/_cat/indices?format=json")),
+        "{:?}",
+        fake.requests()
+    );
+}
+
 fn size_check(extra: &str) -> String {
     format!(
         "[[checks]]\nname = \"size\"\ntype = \"elasticsearch_index_size\"\nclusters = [\"c\"]\nindices = [\"*\"]\nbaseline = \"30d\"\nthreshold_percent = 20\n{extra}\n"
@@ -511,8 +545,16 @@ mod scheduler {
         handle.await.unwrap();
         // Every-second schedule, 1.5 s per request (GET / then _resolve): at most 2 runs, back to back.
         let roots = fake.requests().iter().filter(|r| r.as_str() == "/").count();
-        assert!((1..=2).contains(&roots), "{roots} runs: {:?}", fake.requests());
-        assert!(seen.lock().unwrap().iter().all(|e| e.kind == "es.index_missing"));
+        assert!(
+            (1..=2).contains(&roots),
+            "{roots} runs: {:?}",
+            fake.requests()
+        );
+        assert!(seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|e| e.kind == "es.index_missing"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,7 +564,12 @@ mod scheduler {
         // Yearly: the next regular run is far away, so any run now is the catch-up.
         let cfg = config(&fake, dir.path(), "0 0 1 1 *");
         let store = tocsin::store::open(&cfg.store.url).await.unwrap();
-        let old = CheckRunRecord { check: "idx".into(), at: "2020-06-01T00:00:00Z".parse().unwrap(), outcome: "healthy".into(), summary: String::new() };
+        let old = CheckRunRecord {
+            check: "idx".into(),
+            at: "2020-06-01T00:00:00Z".parse().unwrap(),
+            outcome: "healthy".into(),
+            summary: String::new(),
+        };
         store.record_check_run(&old).await.unwrap();
         let (sink, seen) = collector();
         let stop = CancellationToken::new();

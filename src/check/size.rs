@@ -182,8 +182,8 @@ pub(crate) async fn evaluate(
         return ClusterResult::Blind(e.to_string());
     }
     // A red cluster's primaries are partly unassigned: their sizes would look like shrinkage.
-    match ctx.client.health().await {
-        Ok(h) if h.status == "red" => {
+    match ctx.client.cluster_status().await {
+        Ok(status) if status == "red" => {
             return ClusterResult::Blind(
                 "cluster health is red (primary shards unassigned), sizes cannot be trusted".into(),
             )

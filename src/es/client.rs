@@ -21,8 +21,7 @@ const NAME_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')
-    .remove(b'*')
-    .remove(b'+');
+    .remove(b'*');
 const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
@@ -267,6 +266,12 @@ impl Client {
             out.indices.extend(part.indices);
         }
         Ok(out)
+    }
+
+    /// Cluster status only (`green`, `yellow`, `red`).
+    pub async fn cluster_status(&self) -> Result<String, EsError> {
+        let h: HealthResponse = self.get("/_cluster/health?filter_path=status").await?;
+        Ok(h.status)
     }
 
     /// Cluster status and the status of every index.

@@ -123,7 +123,7 @@ pub(crate) async fn index_baselines(
         "SELECT i.index_name, COUNT(*), AVG(s.bytes), AVG(s.docs)
          FROM es_indices i JOIN es_index_samples s ON s.index_id = i.id
          WHERE i.cluster = ? AND s.ts >= ? AND s.ts < ?
-         GROUP BY i.id",
+         GROUP BY i.index_name",
     )
     .bind(cluster)
     .bind(since.timestamp_micros())
