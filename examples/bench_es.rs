@@ -163,9 +163,9 @@ async fn main() {
         .expect("pool");
     sqlx::query(
         "WITH RECURSIVE d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < ?)
-         INSERT OR REPLACE INTO es_index_samples (index_id, ts, bytes, docs)
-         SELECT i.id, ? + d.n * 86400000000, 1000000 + (i.id * 7 + d.n) % 1000, 1000
-         FROM es_indices i, d WHERE i.cluster = 'bench' ORDER BY i.id, d.n",
+         INSERT OR REPLACE INTO es_index_samples (ts, index_id, bytes, docs)
+         SELECT ? + d.n * 86400000000, i.id, 1000000 + (i.id * 7 + d.n) % 1000, 1000
+         FROM es_indices i, d WHERE i.cluster = 'bench' ORDER BY d.n, i.id",
     )
     .bind(days - 2)
     .bind(start.timestamp_micros())

@@ -6,15 +6,14 @@ CREATE TABLE es_indices (
     UNIQUE (cluster, index_name)
 );
 
--- ts is microseconds since the epoch. The primary key serves the baseline query
--- (seek per index, range on ts); CLUSTER es_index_samples USING es_index_samples_pkey
--- keeps it physically ordered after bulk loads.
+-- ts is microseconds since the epoch. The primary key (ts, index_id) serves the baseline
+-- query: one range scan over the window, grouped by index (see the SQLite migration).
 CREATE TABLE es_index_samples (
-    index_id  BIGINT NOT NULL REFERENCES es_indices (id),
     ts        BIGINT NOT NULL,
+    index_id  BIGINT NOT NULL REFERENCES es_indices (id),
     bytes     BIGINT NOT NULL,
     docs      BIGINT NOT NULL,
-    PRIMARY KEY (index_id, ts)
+    PRIMARY KEY (ts, index_id)
 );
 
 CREATE TABLE check_alerts (

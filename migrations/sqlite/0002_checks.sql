@@ -8,15 +8,18 @@ CREATE TABLE es_indices (
     UNIQUE (cluster, index_name)
 );
 
--- One row per index per run. Clustered on (index_id, ts): the baseline query seeks each
--- index's window and reads it in order, with no sort and no table lookups (WITHOUT ROWID
--- makes the primary key the table). ts is microseconds since the epoch.
+-- One row per index per run; ts is microseconds since the epoch. Clustered on
+-- (ts, index_id) (WITHOUT ROWID makes the primary key the table): a run's 20,000 new rows
+-- land together at the end of the tree (a few hundred pages), and the baseline window is one
+-- contiguous range scan aggregated in a single grouped query. Clustering on
+-- (index_id, ts) instead makes that query ~2x faster but dirties one page per index on
+-- every run (80 MB of WAL for 20,000 indices), which measured slower overall.
 CREATE TABLE es_index_samples (
-    index_id  INTEGER NOT NULL REFERENCES es_indices (id),
     ts        INTEGER NOT NULL,
+    index_id  INTEGER NOT NULL REFERENCES es_indices (id),
     bytes     INTEGER NOT NULL,
     docs      INTEGER NOT NULL,
-    PRIMARY KEY (index_id, ts)
+    PRIMARY KEY (ts, index_id)
 ) WITHOUT ROWID;
 
 -- Alerts raised by checks and not yet resolved (so a later run can say "resolved").

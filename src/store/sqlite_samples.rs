@@ -94,19 +94,19 @@ pub(crate) async fn insert_index_samples(
     let ts = at.timestamp_micros();
     for chunk in samples.chunks(CHUNK) {
         let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO es_index_samples (index_id, ts, bytes, docs) ");
+            QueryBuilder::new("INSERT INTO es_index_samples (ts, index_id, bytes, docs) ");
         q.push_values(
             chunk
                 .iter()
                 .filter_map(|s| ids.get(&s.index).map(|id| (*id, s))),
             |mut b, (id, s)| {
-                b.push_bind(id)
-                    .push_bind(ts)
+                b.push_bind(ts)
+                    .push_bind(id)
                     .push_bind(clamp(s.bytes))
                     .push_bind(clamp(s.docs));
             },
         );
-        q.push(" ON CONFLICT (index_id, ts) DO UPDATE SET bytes = excluded.bytes, docs = excluded.docs");
+        q.push(" ON CONFLICT (ts, index_id) DO UPDATE SET bytes = excluded.bytes, docs = excluded.docs");
         q.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
@@ -120,14 +120,15 @@ pub(crate) async fn index_baselines(
     before: DateTime<Utc>,
 ) -> Result<HashMap<String, Baseline>, StoreError> {
     let rows = sqlx::query(
-        "SELECT i.index_name, COUNT(*), AVG(s.bytes), AVG(s.docs)
-         FROM es_indices i JOIN es_index_samples s ON s.index_id = i.id
-         WHERE i.cluster = ? AND s.ts >= ? AND s.ts < ?
-         GROUP BY i.index_name",
+        "SELECT i.index_name, s.n, s.mean_bytes, s.mean_docs
+         FROM (SELECT index_id, COUNT(*) AS n, AVG(bytes) AS mean_bytes, AVG(docs) AS mean_docs
+               FROM es_index_samples WHERE ts >= ? AND ts < ? GROUP BY index_id) s
+         JOIN es_indices i ON i.id = s.index_id
+         WHERE i.cluster = ?",
     )
-    .bind(cluster)
     .bind(since.timestamp_micros())
     .bind(before.timestamp_micros())
+    .bind(cluster)
     .fetch_all(reader)
     .await?;
     Ok(rows

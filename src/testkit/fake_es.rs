@@ -557,9 +557,22 @@ fn matches(expr: &str, name: &str, hidden: bool, include_hidden: bool) -> bool {
 
 fn resolve(g: &Inner, exprs: &str) -> Response {
     let exprs: Vec<&str> = exprs.split(',').collect();
+    // Exact names are looked up; only patterns scan every index.
+    let exact: BTreeSet<&str> = exprs
+        .iter()
+        .copied()
+        .filter(|e| !e.contains('*') && *e != "_all")
+        .collect();
+    let patterns: Vec<&str> = exprs
+        .iter()
+        .copied()
+        .filter(|e| e.contains('*') || *e == "_all")
+        .collect();
     let mut indices = Vec::new();
     for (name, ix) in &g.indices {
-        if exprs.iter().any(|e| matches(e, name, ix.hidden, true)) {
+        if exact.contains(name.as_str())
+            || patterns.iter().any(|e| matches(e, name, ix.hidden, true))
+        {
             let mut attrs = vec![if ix.closed { "closed" } else { "open" }];
             if ix.hidden {
                 attrs.push("hidden");
