@@ -357,6 +357,21 @@ fn blind_is_not_missing() {
 }
 
 #[test]
+fn slow_cluster_times_out_as_unreachable() {
+    let fake = FakeEs::start_blocking(Flavor::Es8);
+    fake.add_index("users_index", 1, 1);
+    fake.set_delay(std::time::Duration::from_secs(3));
+    let env = setup(
+        &cluster("slow", &fake, "").replace("timeout = \"2s\"", "timeout = \"500ms\""),
+        &indices_check("idx", "\"slow\"", "\"users_index\"", ""),
+    );
+    let (code, out, _) = run(&env, "idx", &["--dry-run"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no answer within 500ms") && out.contains("FIRING es.unreachable"), "{out}");
+    assert!(!out.contains("es.index_missing"), "{out}");
+}
+
+#[test]
 fn basic_auth_and_security_exception() {
     let fake = FakeEs::start_blocking(Flavor::Es8);
     fake.add_index("users_index", 1, 1);
