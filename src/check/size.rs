@@ -95,9 +95,9 @@ fn window(d: std::time::Duration) -> String {
     let s = d.as_secs();
     match s {
         86400 => "day".into(),
-        _ if s % 86400 == 0 => format!("{} days", s / 86400),
+        _ if s.is_multiple_of(86400) => format!("{} days", s / 86400),
         3600 => "hour".into(),
-        _ if s % 3600 == 0 => format!("{} hours", s / 3600),
+        _ if s.is_multiple_of(3600) => format!("{} hours", s / 3600),
         _ => humantime::format_duration(d).to_string(),
     }
 }

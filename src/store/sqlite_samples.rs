@@ -345,7 +345,7 @@ mod tests {
             labels: [("cluster".to_string(), "c".to_string())].into(),
             since: at("2026-01-01T00:00:00Z"),
         };
-        update_alerts(&p, "chk", &[rec.clone()], &[]).await.unwrap();
+        update_alerts(&p, "chk", std::slice::from_ref(&rec), &[]).await.unwrap();
         let mut later = rec.clone();
         later.since = at("2026-01-02T00:00:00Z");
         update_alerts(&p, "chk", &[later], &[]).await.unwrap();
