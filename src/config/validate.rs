@@ -27,6 +27,7 @@ pub const VALIDATORS: &[Validator] = &[
     crate::pipeline::mute::validate,
     validate_rate_limits,
     crate::source::config::validate_sources,
+    crate::check::validate,
 ];
 
 fn validate_rate_limits(config: &Config) -> Vec<(String, String)> {
