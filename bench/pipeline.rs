@@ -467,6 +467,10 @@ async fn run_alertmanager(url: &str, pid: &str, conns: usize) {
     }
 }
 
+// The same allocator as the daemon (src/main.rs), so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();

@@ -189,6 +189,25 @@ impl State {
             let deliveries = if muted { Vec::new() } else { pipeline.deliveries(&event, &mut self.grouper, now) };
             return NewEvent { event, deliveries, alert: None };
         };
+        // The common case under load: an alert that fires says so again. Nothing to tell and
+        // nothing the store must learn; update it in place without copying it.
+        if status == AlertStatus::Firing {
+            if let Some(existing) = self.alerts.get_mut(&event.fingerprint) {
+                if existing.is_firing()
+                    && !existing.flapping
+                    && event.severity <= existing.severity
+                    && existing.kind == event.kind
+                    && existing.labels == event.labels
+                {
+                    existing.last_event_id = event.id;
+                    existing.updated_at = now;
+                    if event.title.is_some() {
+                        existing.title.clone_from(&event.title);
+                    }
+                    return NewEvent { event, deliveries: Vec::new(), alert: None };
+                }
+            }
+        }
         let (mut alert, notice) = self.observe(&event, status, now);
         let deliveries = match notice {
             Notice::Quiet | Notice::Repeat => Vec::new(),
