@@ -312,6 +312,32 @@ fn basic_auth_and_security_exception() {
 }
 
 #[test]
+fn api_key_auth_and_opensearch_1() {
+    let fake = FakeEs::start_blocking(Flavor::Es8);
+    fake.add_index("users_index", 1, 1);
+    fake.set_auth(FakeAuth::ApiKey { encoded: "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==".into() });
+    let check = indices_check("idx", "\"c\"", "\"users_index\"", "");
+    let wrong = "auth = { type = \"api_key\", key = \"d3Jvbmc6a2V5\" }";
+    let env = setup(&cluster("c", &fake, wrong), &check);
+    let (code, out, err) = tocsin(&env, &["check", "run", "idx"], &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("security_exception"), "{out}");
+    assert!(!out.contains("d3Jvbmc6a2V5") && !err.contains("d3Jvbmc6a2V5"), "no key in messages");
+    let right = "auth = { type = \"api_key\", key = \"VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==\" }";
+    let env = setup(&cluster("c", &fake, right), &check);
+    let (code, out, err) = tocsin(&env, &["check", "run", "idx"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // OpenSearch 1.x answers like 2.x for everything the checks use.
+    let os1 = FakeEs::start_blocking(Flavor::OpenSearch1);
+    os1.add_index("users_index_old", 1, 1);
+    let env = setup(&cluster("c", &os1, ""), &indices_check("idx", "\"c\"", "\"users_index\"", ""));
+    let (code, out, err) = tocsin(&env, &["check", "run", "idx"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("users_index"), "{out}");
+}
+
+#[test]
 fn sigv4_with_session_token() {
     let fake = FakeEs::start_blocking(Flavor::OpenSearch2);
     fake.add_index("users_index", 1, 1);
@@ -461,4 +487,31 @@ mod scheduler {
         let last = store.last_check_runs().await.unwrap();
         assert_eq!(last[0].outcome, "alerting");
     }
+}
+
+#[test]
+fn sigv4_for_opensearch_serverless_signs_as_aoss() {
+    let fake = FakeEs::start_blocking(Flavor::OpenSearch2);
+    fake.add_index("users_index", 1, 1);
+    fake.set_auth(FakeAuth::Sigv4 {
+        access_key: "AKIDTESTTESTTEST".into(),
+        secret_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+        session_token: None,
+        region: "eu-west-1".into(),
+        service: "aoss".into(),
+    });
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTEST"),
+        ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    ];
+    let check = indices_check("idx", "\"aws\"", "\"users_index\"", "");
+    let serverless = "auth = { type = \"aws_sigv4\", region = \"eu-west-1\", service = \"aoss\" }";
+    let env = setup(&cluster("aws", &fake, serverless), &check);
+    let (code, out, err) = tocsin(&env, &["check", "run", "idx"], &creds);
+    assert_eq!(code, 0, "{out}{err}");
+    // Signed for the wrong service, the same request is refused.
+    let managed = "auth = { type = \"aws_sigv4\", region = \"eu-west-1\" }";
+    let env = setup(&cluster("aws", &fake, managed), &check);
+    let (code, out, err) = tocsin(&env, &["check", "run", "idx"], &creds);
+    assert_eq!(code, 2, "{out}{err}");
 }

@@ -25,7 +25,14 @@ pub enum Flavor {
     Es7Legacy,
     Es7,
     Es8,
+    OpenSearch1,
     OpenSearch2,
+}
+
+impl Flavor {
+    fn is_opensearch(self) -> bool {
+        matches!(self, Flavor::OpenSearch1 | Flavor::OpenSearch2)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -40,8 +47,21 @@ pub struct FakeIndex {
 #[derive(Debug, Clone)]
 pub enum FakeAuth {
     None,
-    Basic { username: String, password: String },
-    Sigv4 { access_key: String, secret_key: String, session_token: Option<String>, region: String, service: String },
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// `Authorization: ApiKey <encoded>`, as Elasticsearch's API keys are sent.
+    ApiKey {
+        encoded: String,
+    },
+    Sigv4 {
+        access_key: String,
+        secret_key: String,
+        session_token: Option<String>,
+        region: String,
+        service: String,
+    },
 }
 
 #[derive(Debug)]
@@ -191,7 +211,7 @@ fn es_error(status: StatusCode, kind: &str, reason: &str, extra: Map<String, Val
 
 fn json_ok(flavor: Flavor, v: Value) -> Response {
     let mut r = (StatusCode::OK, [("content-type", "application/json; charset=UTF-8")], v.to_string()).into_response();
-    if flavor != Flavor::OpenSearch2 {
+    if !flavor.is_opensearch() {
         r.headers_mut().insert("x-elastic-product", "Elasticsearch".parse().expect("header"));
     }
     r
@@ -222,7 +242,7 @@ async fn handle(
         return denied;
     }
     if g.down {
-        let kind = if g.flavor == Flavor::OpenSearch2 {
+        let kind = if g.flavor.is_opensearch() {
             "cluster_manager_not_discovered_exception"
         } else {
             "master_not_discovered_exception"
@@ -292,7 +312,7 @@ fn check_auth(g: &Inner, method: &Method, path_and_query: &str, headers: &Header
                 }
                 _ => json!(["Basic realm=\"security\", charset=\"UTF-8\"", "Bearer realm=\"security\"", "ApiKey"]),
             };
-            if g.flavor == Flavor::OpenSearch2 {
+            if g.flavor.is_opensearch() {
                 return Some(
                     (StatusCode::UNAUTHORIZED, [("www-authenticate", "Basic realm=\"OpenSearch Security\"")], "")
                         .into_response(),
@@ -308,6 +328,21 @@ fn check_auth(g: &Inner, method: &Method, path_and_query: &str, headers: &Header
             r.headers_mut()
                 .insert("www-authenticate", "Basic realm=\"security\", charset=\"UTF-8\"".parse().expect("header"));
             Some(r)
+        }
+        FakeAuth::ApiKey { encoded } => {
+            if header("authorization").as_deref() == Some(format!("ApiKey {encoded}").as_str()) {
+                return None;
+            }
+            let reason = match header("authorization") {
+                None => format!("missing authentication credentials for REST request [{path_and_query}]"),
+                Some(_) => "unable to authenticate with provided credentials and anonymous access is not allowed for this request".to_string(),
+            };
+            let mut extra = Map::new();
+            extra.insert(
+                "header".into(),
+                json!({"WWW-Authenticate": ["Basic realm=\"security\", charset=\"UTF-8\"", "ApiKey"]}),
+            );
+            Some(es_error(StatusCode::UNAUTHORIZED, "security_exception", &reason, extra))
         }
         FakeAuth::Sigv4 { access_key, secret_key, session_token, region, service } => {
             let deny = |msg: &str, capital: bool| {
@@ -384,6 +419,12 @@ fn root(flavor: Flavor) -> Response {
             "version": {"number": "8.12.1", "build_flavor": "default", "build_type": "docker", "lucene_version": "9.9.2",
                 "minimum_wire_compatibility_version": "7.17.0", "minimum_index_compatibility_version": "7.0.0"},
             "tagline": "You Know, for Search"})
+        }
+        Flavor::OpenSearch1 => {
+            json!({"name": "opensearch-node1", "cluster_name": "fake", "cluster_uuid": "5QaxoN0pRZuOmWSxstBBwQ",
+            "version": {"distribution": "opensearch", "number": "1.3.14", "build_type": "tar", "lucene_version": "8.10.1",
+                "minimum_wire_compatibility_version": "6.8.0", "minimum_index_compatibility_version": "6.0.0-beta1"},
+            "tagline": "The OpenSearch Project: https://opensearch.org/"})
         }
         Flavor::OpenSearch2 => {
             json!({"name": "opensearch-node1", "cluster_name": "fake", "cluster_uuid": "5QaxoN0pRZuOmWSxstBBwQ",
@@ -558,7 +599,7 @@ fn stats(g: &Inner, targets: &str, query: &BTreeMap<String, String>) -> Response
         r#"{{"_shards":{{"total":{n},"successful":{n},"failed":0}},"_all":{{"primaries":{all},"total":{all}}},"indices":{{{out}}}}}"#
     );
     let mut r = (StatusCode::OK, [("content-type", "application/json; charset=UTF-8")], body).into_response();
-    if g.flavor != Flavor::OpenSearch2 {
+    if !g.flavor.is_opensearch() {
         r.headers_mut().insert("x-elastic-product", "Elasticsearch".parse().expect("header"));
     }
     r
