@@ -296,6 +296,7 @@ mod tests {
             digest: None,
             title_template: None,
             text_template: None,
+            mentions: Default::default(),
         }
     }
 

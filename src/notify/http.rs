@@ -322,6 +322,7 @@ pub(crate) mod testing {
             group_labels: BTreeMap::from([("host".to_string(), "db-1".to_string())]),
             events: vec![event("disk.full", "checks")],
             truncated: 0,
+            mention: None,
         }
     }
 

@@ -123,6 +123,7 @@ impl Renderer {
             group_labels,
             events: vec![event.clone()],
             truncated: 0,
+            mention: None,
         }
     }
 }
@@ -148,6 +149,7 @@ mod tests {
             digest: None,
             title_template: title.map(str::to_string),
             text_template: None,
+            mentions: Default::default(),
         }
     }
 
