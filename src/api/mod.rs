@@ -10,7 +10,7 @@ mod heartbeats;
 mod inbound;
 mod issues;
 mod ops;
-mod slack;
+pub mod slack;
 mod stripe;
 
 use std::sync::Arc;

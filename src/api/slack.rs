@@ -145,15 +145,14 @@ pub async fn post_slack(State(state): State<AppState>, headers: HeaderMap, body:
     Err(ApiError::bad_request("invalid_payload", "body", "expected a `payload` (interaction) or a slash `command`"))
 }
 
-/// A glob that matches exactly `value`: the glob metacharacters inside a class.
+/// A glob that matches exactly `value`: the glob metacharacters backslash-escaped.
 pub fn exact_glob(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
-            '*' | '?' | '[' | ']' | '{' | '}' | '\\' | '!' | ',' => {
-                out.push('[');
+            '*' | '?' | '[' | ']' | '{' | '}' | '\\' => {
+                out.push('\\');
                 out.push(c);
-                out.push(']');
             }
             c => out.push(c),
         }
