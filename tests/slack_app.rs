@@ -199,7 +199,11 @@ async fn posts_threads_follow_ups_and_updates_the_original_on_resolve() {
     assert!(s.fake.wait_for_posts(3, WAIT).await, "the resolution is posted in the thread");
     let update = s.fake.updates()[0].clone();
     assert_eq!((update.channel.as_str(), update.ts.as_str()), (parent.channel.as_str(), parent.ts.as_str()));
-    assert!(update.header().contains("RESOLVED") && update.header().contains(":white_check_mark:"), "{}", update.header());
+    assert!(
+        update.header().contains("RESOLVED") && update.header().contains(":white_check_mark:"),
+        "{}",
+        update.header()
+    );
     assert!(!update.has_buttons(), "buttons are removed once resolved");
     let resolution = s.fake.posts()[2].clone();
     assert_eq!(resolution.thread_ts.as_deref(), Some(parent.ts.as_str()));

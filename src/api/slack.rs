@@ -52,9 +52,10 @@ impl SlackSettings {
             .notifiers
             .iter()
             .filter_map(|(name, n)| match n {
-                NotifierConfig::SlackApp(c) => c.signing_secret.clone().map(|secret| {
-                    (secret, Arc::new(SlackApp::new(name, c.clone(), ctx.http.clone(), None)))
-                }),
+                NotifierConfig::SlackApp(c) => c
+                    .signing_secret
+                    .clone()
+                    .map(|secret| (secret, Arc::new(SlackApp::new(name, c.clone(), ctx.http.clone(), None)))),
                 _ => None,
             })
             .collect();
@@ -106,7 +107,11 @@ fn ephemeral(text: impl Into<String>) -> Json<Value> {
     Json(json!({"response_type": "ephemeral", "replace_original": false, "text": text.into()}))
 }
 
-pub async fn post_slack(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn post_slack(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let apps: Vec<(Secret, Arc<SlackApp>)> = state.settings.current().slack.apps.clone();
     if apps.is_empty() {
         return Err(ApiError::not_found("no slack_app notifier with a signing_secret is configured"));
@@ -269,7 +274,10 @@ async fn interaction(
             refresh_silences(state, now).await?;
             tracing::info!(silence = %silence.id, by = %user_name, hours, "silence created from Slack");
             let until = silence.ends_at.format("%Y-%m-%d %H:%M UTC");
-            (format!(":no_bell: Silenced for {hours}h by {who} (until {until})"), vec![ACTION_SILENCE_1H, ACTION_SILENCE_24H])
+            (
+                format!(":no_bell: Silenced for {hours}h by {who} (until {until})"),
+                vec![ACTION_SILENCE_1H, ACTION_SILENCE_24H],
+            )
         }
         ACTION_RESOLVE => {
             let Some((kind, labels, severity, title)) = alert_facts(state, fingerprint).await? else {
@@ -332,11 +340,7 @@ async fn slash_command(
             if page.total == 0 {
                 return Ok(ephemeral(":white_check_mark: No alerts firing."));
             }
-            let mut lines = vec![format!(
-                "*{} alert{} firing*",
-                page.total,
-                if page.total == 1 { "" } else { "s" }
-            )];
+            let mut lines = vec![format!("*{} alert{} firing*", page.total, if page.total == 1 { "" } else { "s" })];
             for a in &page.alerts {
                 let mut line = format!(
                     "• {} *{}* (`{}`, since {})",

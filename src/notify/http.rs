@@ -273,7 +273,7 @@ mod tests {
             };
             types.push(format!("{config:?}").split('(').next().unwrap_or_default().to_string());
         }
-        for kind in ["Teams", "Discord", "Mattermost", "Email", "PagerDuty", "Telegram"] {
+        for kind in ["Teams", "Discord", "Mattermost", "Email", "PagerDuty", "Telegram", "SlackApp"] {
             assert!(types.iter().any(|t| t == kind), "{kind} is documented: {types:?}");
         }
     }

@@ -162,14 +162,26 @@ fn hint(error: &str, channel: &str) -> String {
              still installed in the workspace"
                 .to_string()
         }
-        "missing_scope" => "the bot token lacks a scope; add chat:write to the app's bot scopes and reinstall it".into(),
-        "msg_too_long" | "msg_blocks_too_long" | "invalid_blocks" | "invalid_blocks_format" | "no_text"
-        | "too_many_attachments" | "invalid_json" | "json_not_object" | "invalid_post_type" | "missing_post_type"
+        "missing_scope" => {
+            "the bot token lacks a scope; add chat:write to the app's bot scopes and reinstall it".into()
+        }
+        "msg_too_long"
+        | "msg_blocks_too_long"
+        | "invalid_blocks"
+        | "invalid_blocks_format"
+        | "no_text"
+        | "too_many_attachments"
+        | "invalid_json"
+        | "json_not_object"
+        | "invalid_post_type"
+        | "missing_post_type"
         | "invalid_charset" => "Slack refused the message's format; this is a bug in tocsin, please report it".into(),
         "message_not_found" | "cant_update_message" | "edit_window_closed" => {
             "the original message can no longer be updated (deleted, or not posted by this app)".into()
         }
-        "restricted_action" | "restricted_action_read_only_channel" | "restricted_action_thread_only_channel"
+        "restricted_action"
+        | "restricted_action_read_only_channel"
+        | "restricted_action_thread_only_channel"
         | "restricted_action_non_threadable_channel" => {
             format!("a workspace setting forbids the bot to post in {channel}; ask a Slack admin")
         }
@@ -248,7 +260,8 @@ pub fn action_buttons(fingerprint: &str) -> Value {
 /// The `chat.postMessage` body: the Block Kit of `slack_webhook`, addressed to `channel`,
 /// optionally in a thread and with the alert buttons.
 pub fn post_body(message: &Message, channel: &str, thread_ts: Option<&str>, buttons: Option<&str>) -> Value {
-    let config = SlackWebhookConfig { url: Secret::new(""), username: None, icon_emoji: None, icon_url: None, channel: None };
+    let config =
+        SlackWebhookConfig { url: Secret::new(""), username: None, icon_emoji: None, icon_url: None, channel: None };
     let mut body = slack_webhook::payload(&config, message);
     body["channel"] = json!(channel);
     if let Some(ts) = thread_ts {
@@ -297,7 +310,9 @@ impl Notifier for SlackApp {
                 match self.update(&thread.channel, &thread.ts, &text, &blocks).await {
                     Ok(()) => {}
                     Err(e) if e.is_retryable() => return Err(e),
-                    Err(e) => tracing::warn!(notifier = %self.name, error = %e, "cannot mark the original Slack message resolved"),
+                    Err(e) => {
+                        tracing::warn!(notifier = %self.name, error = %e, "cannot mark the original Slack message resolved")
+                    }
                 }
                 self.call("chat.postMessage", &post_body(message, &thread.channel, Some(&thread.ts), None), channel)
                     .await?;
@@ -315,10 +330,13 @@ impl Notifier for SlackApp {
             }
             (status, None) => {
                 let fingerprint = message.events.first().map(|e| e.fingerprint.as_str());
-                let buttons = fingerprint.filter(|_| status == MessageStatus::Firing && self.config.signing_secret.is_some());
-                let answer = self.call("chat.postMessage", &post_body(message, channel, None, buttons), channel).await?;
+                let buttons =
+                    fingerprint.filter(|_| status == MessageStatus::Firing && self.config.signing_secret.is_some());
+                let answer =
+                    self.call("chat.postMessage", &post_body(message, channel, None, buttons), channel).await?;
                 if status == MessageStatus::Firing {
-                    let posted = (answer.get("channel").and_then(Value::as_str), answer.get("ts").and_then(Value::as_str));
+                    let posted =
+                        (answer.get("channel").and_then(Value::as_str), answer.get("ts").and_then(Value::as_str));
                     if let (Some(store), (Some(id), Some(ts))) = (&self.store, posted) {
                         let thread = SlackThread { channel: id.to_string(), ts: ts.to_string() };
                         // Posted already: failing now would post it twice. Follow-ups then
@@ -360,7 +378,10 @@ mod tests {
         let blocks = b["blocks"].as_array().cloned().unwrap_or_default();
         let actions = blocks.last().cloned().unwrap_or_default();
         assert_eq!(actions["type"], "actions");
-        let ids: Vec<&str> = actions["elements"].as_array().map(|e| e.iter().filter_map(|x| x["action_id"].as_str()).collect()).unwrap_or_default();
+        let ids: Vec<&str> = actions["elements"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|x| x["action_id"].as_str()).collect())
+            .unwrap_or_default();
         assert_eq!(ids, [ACTION_ACKNOWLEDGE, ACTION_SILENCE_1H, ACTION_SILENCE_24H, ACTION_RESOLVE]);
         assert!(actions["elements"].as_array().is_some_and(|e| e.iter().all(|x| x["value"] == "fp1")));
         assert_eq!(crate::testkit::fake_slack::validate(&b), Ok(()));
@@ -373,7 +394,9 @@ mod tests {
     #[test]
     fn errors_are_classified() {
         let secrets = Secrets::new(&Secret::new(TOKEN), None);
-        for e in ["ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"] {
+        for e in
+            ["ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"]
+        {
             assert!(classify_error("chat.postMessage", e, "#a", None, &secrets).is_retryable(), "{e}");
         }
         for e in [

@@ -154,7 +154,9 @@ pub struct OutboxCounts {
 }
 
 #[async_trait]
-pub trait Store: samples::SampleStore + sources::SourceStore + slack_threads::SlackThreadStore + Send + Sync + 'static {
+pub trait Store:
+    samples::SampleStore + sources::SourceStore + slack_threads::SlackThreadStore + Send + Sync + 'static
+{
     /// Stores events and their deliveries in one durable transaction: when this returns Ok,
     /// the data survives a crash. Concurrent callers may share a transaction (group commit).
     async fn insert_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;

@@ -243,7 +243,12 @@ fn refuse(shared: &Shared, method: &str, error: &str) -> Response {
     answer(StatusCode::OK, body)
 }
 
-async fn method(State(shared): State<Arc<Shared>>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn method(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if name != "chat.postMessage" && name != "chat.update" {
         return refuse(&shared, &name, "unknown_method");
     }
