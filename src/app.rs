@@ -53,7 +53,11 @@ struct Parts {
 }
 
 fn api_settings(config: &Config) -> ApiSettings {
-    ApiSettings { keys: KeyRing::new(&config.api_keys), max_body_bytes: config.server.max_body_bytes }
+    ApiSettings {
+        keys: KeyRing::new(&config.api_keys),
+        max_body_bytes: config.server.max_body_bytes,
+        slack: api::SlackSettings::new(config),
+    }
 }
 
 /// Builds and starts everything; returns once the HTTP listener is bound.
@@ -64,7 +68,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let delivery_stop = CancellationToken::new();
     let store = store::open(&config.store.url).await.context("cannot open the store")?;
     let metrics = Metrics::new();
-    let notifier_ctx = NotifierContext::new(config.delivery.timeout.get());
+    let notifier_ctx = NotifierContext::new(config.delivery.timeout.get()).with_store(store.clone());
     let delivery = Delivery::new(
         store.clone(),
         build_all(&config.notifiers, &notifier_ctx),
@@ -194,7 +198,7 @@ fn reload(current: &Config, parts: &Parts) -> Option<Config> {
         tracing::error!(error = %e, "sources keep their previous configuration");
     }
     parts.delivery.reconfigure(
-        build_all(&next.notifiers, &NotifierContext::new(next.delivery.timeout.get())),
+        build_all(&next.notifiers, &NotifierContext::new(next.delivery.timeout.get()).with_store(parts.store.clone())),
         RetryPolicy::from(&next.delivery),
         Pacing::from_config(&next),
     );

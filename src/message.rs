@@ -57,4 +57,9 @@ pub struct Message {
     /// How many more events the group held than `events` lists.
     #[serde(default)]
     pub truncated: u64,
+    /// Who to page in a chat notifier (`<!here>`, `<!subteam^S0123>`): the route's `mentions`
+    /// entry for this severity, never set for events from browser keys. Trusted config text,
+    /// so chat notifiers send it unescaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention: Option<String>,
 }

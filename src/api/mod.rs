@@ -10,6 +10,7 @@ mod heartbeats;
 mod inbound;
 mod issues;
 mod ops;
+pub mod slack;
 mod stripe;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use axum::Router;
 pub use alerts::parse_silence;
 pub use auth::{Caller, KeyRing};
 pub use error::ApiError;
+pub use slack::SlackSettings;
 
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
@@ -29,6 +31,8 @@ use crate::shared::Shared;
 pub struct ApiSettings {
     pub keys: KeyRing,
     pub max_body_bytes: usize,
+    /// `slack_app` notifiers that verify `POST /hooks/slack` (issue 6).
+    pub slack: SlackSettings,
 }
 
 #[derive(Clone)]
@@ -55,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/heartbeats/{name}/fail", post(heartbeats::fail))
         .route("/api/v1/errors/{fingerprint}/resolve", post(issues::resolve))
         .route("/hooks/stripe", post(stripe::post_stripe))
+        .route("/hooks/slack", post(slack::post_slack))
         .route("/hooks/in/{name}", post(inbound::post_inbound))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -360,4 +360,9 @@ pub struct RouteConfig {
     pub title_template: Option<String>,
     /// minijinja template for the message text; overrides `[templates] text`.
     pub text_template: Option<String>,
+    /// Who chat notifiers page, by severity: `{ critical = "<!here>", error = "<!subteam^S0123>" }`.
+    /// A message gets the entry of the highest severity at or below its own; resolutions and
+    /// events from browser keys (`events:browser`) never mention anyone.
+    #[serde(default)]
+    pub mentions: BTreeMap<Severity, String>,
 }

@@ -273,7 +273,7 @@ mod tests {
             };
             types.push(format!("{config:?}").split('(').next().unwrap_or_default().to_string());
         }
-        for kind in ["Teams", "Discord", "Mattermost", "Email", "PagerDuty", "Telegram"] {
+        for kind in ["Teams", "Discord", "Mattermost", "Email", "PagerDuty", "Telegram", "SlackApp"] {
             assert!(types.iter().any(|t| t == kind), "{kind} is documented: {types:?}");
         }
     }
@@ -322,6 +322,7 @@ pub(crate) mod testing {
             group_labels: BTreeMap::from([("host".to_string(), "db-1".to_string())]),
             events: vec![event("disk.full", "checks")],
             truncated: 0,
+            mention: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod email;
 pub(crate) mod http;
 pub mod mattermost;
 pub mod pagerduty;
+pub mod slack_app;
 pub mod slack_webhook;
 pub mod teams;
 pub mod telegram;
@@ -80,6 +81,7 @@ pub enum NotifierConfig {
     #[serde(rename = "pagerduty")]
     PagerDuty(pagerduty::PagerDutyConfig),
     Telegram(telegram::TelegramConfig),
+    SlackApp(slack_app::SlackAppConfig),
 }
 
 impl NotifierConfig {
@@ -93,6 +95,7 @@ impl NotifierConfig {
             NotifierConfig::Mattermost(c) => vec![("url", c.url.expose())],
             NotifierConfig::PagerDuty(c) => vec![("url", c.url.as_str())],
             NotifierConfig::Telegram(c) => vec![("api_url", c.api_url.as_str())],
+            NotifierConfig::SlackApp(c) => vec![("api_url", c.api_url.as_str())],
             NotifierConfig::Console(_) | NotifierConfig::Email(_) => vec![],
         }
     }
@@ -103,6 +106,8 @@ impl NotifierConfig {
         let limit = |per_second, burst| Some(crate::config::RateLimitConfig { per_second, burst });
         match self {
             NotifierConfig::SlackWebhook(_) => limit(1.0, 1),
+            // chat.postMessage: one message per second per channel; destinations are per channel.
+            NotifierConfig::SlackApp(_) => limit(1.0, 1),
             // 30 messages a minute per channel.
             NotifierConfig::Discord(_) => limit(0.5, 5),
             // One message per second per chat.
@@ -119,11 +124,13 @@ impl NotifierConfig {
     }
 }
 
-/// What notifiers share: an HTTP client and the delivery timeout.
+/// What notifiers share: an HTTP client, the delivery timeout and, in the daemon, the store
+/// (the `slack_app` notifier keeps its threads there).
 #[derive(Clone)]
 pub struct NotifierContext {
     pub http: reqwest::Client,
     pub timeout: Duration,
+    pub store: Option<crate::store::DynStore>,
 }
 
 impl NotifierContext {
@@ -134,7 +141,13 @@ impl NotifierContext {
             .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the TLS backend initializes");
-        NotifierContext { http, timeout }
+        NotifierContext { http, timeout, store: None }
+    }
+
+    /// The same context with a store, for notifiers that keep state.
+    pub fn with_store(mut self, store: crate::store::DynStore) -> Self {
+        self.store = Some(store);
+        self
     }
 }
 
@@ -149,6 +162,9 @@ pub fn build(name: &str, config: &NotifierConfig, ctx: &NotifierContext) -> Arc<
         NotifierConfig::Email(c) => Arc::new(email::Email::new(c.clone(), ctx.timeout)),
         NotifierConfig::PagerDuty(c) => Arc::new(pagerduty::PagerDuty::new(c.clone(), ctx.http.clone())),
         NotifierConfig::Telegram(c) => Arc::new(telegram::Telegram::new(c.clone(), ctx.http.clone())),
+        NotifierConfig::SlackApp(c) => {
+            Arc::new(slack_app::SlackApp::new(name, c.clone(), ctx.http.clone(), ctx.store.clone()))
+        }
     }
 }
 

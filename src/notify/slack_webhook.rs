@@ -137,7 +137,9 @@ fn title_prefix(message: &Message) -> String {
 fn fallback_text(message: &Message) -> String {
     // The "…and N more" line is kept whole: it says the message is not the whole story.
     let more = if message.truncated > 0 { format!("\n…and {} more", message.truncated) } else { String::new() };
-    let mut text = format!("{}{}", title_prefix(message), escape(&message.title));
+    // The route's mention is trusted configuration (`<!here>`), so it is not escaped.
+    let mention = message.mention.as_deref().map(|m| format!("{m} ")).unwrap_or_default();
+    let mut text = format!("{mention}{}{}", title_prefix(message), escape(&message.title));
     if !message.text.trim().is_empty() {
         text.push('\n');
         text.push_str(&escape(&message.text));
@@ -156,6 +158,10 @@ fn blocks(message: &Message) -> Vec<Value> {
         "type": "header",
         "text": {"type": "plain_text", "text": header, "emoji": true},
     })];
+
+    if let Some(mention) = message.mention.as_deref().filter(|m| !m.trim().is_empty()) {
+        blocks.push(mrkdwn_section(clamp(mention, MAX_SECTION_CHARS, HEADER_TRUNCATION_MARKER)));
+    }
 
     // Slack refuses an empty section text, so an empty message body gets no section.
     if !message.text.trim().is_empty() {
@@ -313,6 +319,7 @@ mod tests {
             group_labels: BTreeMap::new(),
             events: vec![event("disk.full", "checks")],
             truncated: 0,
+            mention: None,
         }
     }
 

@@ -254,6 +254,7 @@ mod tests {
             group_labels: BTreeMap::from([("cluster".to_string(), "main".to_string())]),
             events: vec![event],
             truncated: 2,
+            mention: None,
         }
     }
 

@@ -68,6 +68,7 @@ fn base(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
         group_key: first.group_key.clone(),
         group_labels: first.group_labels.clone(),
         truncated: summary.count.saturating_sub(events.len() as u64),
+        mention: first.mention.clone(),
         events,
     }
 }
@@ -242,6 +243,7 @@ mod tests {
                 group_labels: Default::default(),
                 events: vec![event],
                 truncated: 0,
+                mention: None,
             },
             attempts: 0,
             created_at: Utc::now(),

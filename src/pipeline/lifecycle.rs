@@ -397,6 +397,19 @@ impl Lifecycle {
         (deliveries, alerts)
     }
 
+    /// Records who acknowledged a firing alert; returns it as it is now, to be saved.
+    pub fn acknowledge(&self, fingerprint: &str, by: &str) -> Option<Alert> {
+        let mut state = self.lock();
+        let alert = state.alerts.get_mut(fingerprint).filter(|a| a.is_firing())?;
+        alert.acknowledged_by = Some(by.to_string());
+        Some(alert.clone())
+    }
+
+    /// The alert with this fingerprint, if it is in memory (firing or recently changed).
+    pub fn alert(&self, fingerprint: &str) -> Option<Alert> {
+        self.lock().alerts.get(fingerprint).cloned()
+    }
+
     pub fn firing_count(&self) -> usize {
         self.lock().alerts.values().filter(|a| a.is_firing()).count()
     }

@@ -212,3 +212,46 @@ fn one_off_repeats_fold_and_digests_wait_for_the_period() {
     assert!(digest.deliveries[0].group_key.ends_with("|digest"));
     let _ = &tl.config;
 }
+
+#[test]
+fn acknowledge_marks_a_firing_alert_until_it_fires_anew() {
+    let t = Timeline::new("");
+    let fired = t.send(0, alert("svc.down", "a", "firing"));
+    let fp = fired.alert.as_ref().map(|a| a.fingerprint.clone()).unwrap_or_default();
+    assert_eq!(t.life.acknowledge("nope", "alice"), None);
+    let acked = t.life.acknowledge(&fp, "alice").expect("firing");
+    assert_eq!(acked.acknowledged_by.as_deref(), Some("alice"));
+    assert_eq!(t.life.alert(&fp).and_then(|a| a.acknowledged_by), Some("alice".to_string()));
+    // Still firing: the acknowledgement stays.
+    t.send(10, alert("svc.down", "a", "firing"));
+    assert_eq!(t.life.alert(&fp).and_then(|a| a.acknowledged_by), Some("alice".to_string()));
+    t.send(20, alert("svc.down", "a", "resolved"));
+    assert_eq!(t.life.acknowledge(&fp, "bob"), None, "a resolved alert is not acknowledged");
+    t.send(30, alert("svc.down", "a", "firing"));
+    assert_eq!(t.life.alert(&fp).and_then(|a| a.acknowledged_by), None, "a new firing needs a new acknowledgement");
+}
+
+#[test]
+fn routes_mention_by_severity_but_not_for_browser_keys_or_resolutions() {
+    let extra = r#"
+[[api_keys]]
+name = "web"
+key = "pk"
+scopes = ["events:browser"]
+[[routes]]
+kinds = ["app.*"]
+notifier = "team"
+mentions = { critical = "<!here>", error = "<!subteam^S1>" }
+"#;
+    let t = Timeline::new(extra);
+    let mention = |body: serde_json::Value, source: &str| {
+        let event = parse_event(&body, "", source, t.at(0)).unwrap();
+        let d = t.pipeline.deliveries(&event, &mut crate::pipeline::Grouper::default(), t.at(0));
+        d.first().and_then(|d| d.message.mention.clone())
+    };
+    assert_eq!(mention(json!({"kind": "app.x", "severity": "critical"}), "backend").as_deref(), Some("<!here>"));
+    assert_eq!(mention(json!({"kind": "app.x", "severity": "error"}), "backend").as_deref(), Some("<!subteam^S1>"));
+    assert_eq!(mention(json!({"kind": "app.x", "severity": "warning"}), "backend"), None);
+    assert_eq!(mention(json!({"kind": "app.x", "severity": "critical"}), "web"), None, "browser key");
+    assert_eq!(mention(json!({"kind": "app.x", "severity": "critical", "status": "resolved"}), "backend"), None);
+}

@@ -35,6 +35,9 @@ pub struct Pipeline {
     routes: Vec<CompiledRoute>,
     default_route: Option<CompiledRoute>,
     renderer: Renderer,
+    /// Names of the `events:browser` keys: their events (whose `source` is the key name) never
+    /// mention anyone in chat.
+    browser_sources: std::collections::BTreeSet<String>,
 }
 
 impl Pipeline {
@@ -53,7 +56,13 @@ impl Pipeline {
             }
             None => None,
         };
-        Ok(Pipeline { routes, default_route, renderer })
+        let browser_sources = config
+            .api_keys
+            .iter()
+            .filter(|k| k.scopes.contains(&crate::config::Scope::EventsBrowser))
+            .map(|k| k.name.clone())
+            .collect();
+        Ok(Pipeline { routes, default_route, renderer, browser_sources })
     }
 
     /// The routes an event takes: the first that matches (and any after it while the matched
@@ -98,9 +107,18 @@ impl Pipeline {
                 };
                 let mut message = self.renderer.render(route, event);
                 message.group_key = group_key.clone();
+                message.mention = self.mention(route, event, &message);
                 NewDelivery { destination, notifier: route.notifier.clone(), group_key, not_before, message }
             })
             .collect()
+    }
+
+    /// The route's mention for this message: none for resolutions and for browser events.
+    fn mention(&self, route: &CompiledRoute, event: &Event, message: &crate::message::Message) -> Option<String> {
+        if message.status == crate::message::MessageStatus::Resolved || self.browser_sources.contains(&event.source) {
+            return None;
+        }
+        route.mention_for(message.severity).map(str::to_string)
     }
 
     /// Renders an event for one notifier, bypassing routing (`tocsin send --notifier`).

@@ -123,6 +123,7 @@ impl Renderer {
             group_labels,
             events: vec![event.clone()],
             truncated: 0,
+            mention: None,
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct CompiledRoute {
     pub repeat_interval: Duration,
     pub digest: Option<Duration>,
     pub continue_matching: bool,
+    /// Who chat notifiers page, by severity (see `RouteConfig::mentions`).
+    pub mentions: BTreeMap<Severity, String>,
 }
 
 /// Defaults chosen so that nothing waits: the first message of a group goes at once; what
@@ -72,6 +74,7 @@ impl CompiledRoute {
             repeat_interval: config.repeat_interval.map_or(DEFAULT_REPEAT_INTERVAL, |d| d.get()),
             digest: config.digest.map(|d| d.get()),
             continue_matching: config.continue_matching,
+            mentions: config.mentions.clone(),
         })
     }
 
@@ -90,7 +93,14 @@ impl CompiledRoute {
             repeat_interval: DEFAULT_REPEAT_INTERVAL,
             digest: None,
             continue_matching: false,
+            mentions: BTreeMap::new(),
         }
+    }
+
+    /// The mention for a message of this severity: the entry of the highest severity at or
+    /// below it (`error` also pages for `critical` unless `critical` has its own).
+    pub fn mention_for(&self, severity: Severity) -> Option<&str> {
+        self.mentions.range(..=severity).next_back().map(|(_, m)| m.as_str()).filter(|m| !m.trim().is_empty())
     }
 
     pub fn matches(&self, event: &Event) -> bool {
@@ -158,6 +168,21 @@ mod tests {
 
     fn event(v: serde_json::Value) -> Event {
         parse_event(&v, "", "test", chrono::Utc::now()).unwrap()
+    }
+
+    #[test]
+    fn mentions_by_severity() {
+        let mut r = route(&[], Severity::Info, &[]);
+        assert_eq!(r.mention_for(Severity::Critical), None);
+        r.mentions = BTreeMap::from([
+            (Severity::Critical, "<!here>".to_string()),
+            (Severity::Error, "<!subteam^S0123>".to_string()),
+        ]);
+        assert_eq!(r.mention_for(Severity::Critical), Some("<!here>"));
+        assert_eq!(r.mention_for(Severity::Error), Some("<!subteam^S0123>"));
+        assert_eq!(r.mention_for(Severity::Warning), None);
+        r.mentions.remove(&Severity::Critical);
+        assert_eq!(r.mention_for(Severity::Critical), Some("<!subteam^S0123>"));
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! (`migrations/sqlite/`, `migrations/postgres/`).
 
 pub mod samples;
+pub mod slack_threads;
 pub mod sources;
 pub mod sqlite;
 mod sqlite_samples;
+mod sqlite_slack_threads;
 mod sqlite_sources;
 
 use std::sync::Arc;
@@ -152,7 +154,9 @@ pub struct OutboxCounts {
 }
 
 #[async_trait]
-pub trait Store: samples::SampleStore + sources::SourceStore + Send + Sync + 'static {
+pub trait Store:
+    samples::SampleStore + sources::SourceStore + slack_threads::SlackThreadStore + Send + Sync + 'static
+{
     /// Stores events and their deliveries in one durable transaction: when this returns Ok,
     /// the data survives a crash. Concurrent callers may share a transaction (group commit).
     async fn insert_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;

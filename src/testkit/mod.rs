@@ -5,5 +5,6 @@ pub mod fake_chat;
 pub mod fake_es;
 pub mod fake_receiver;
 pub mod fake_slack;
+pub mod fake_slack_api;
 pub mod fake_smtp;
 pub mod http;

@@ -33,6 +33,7 @@ fn delivery(destination: &str, e: &Event) -> NewDelivery {
             group_labels: Default::default(),
             events: vec![e.clone()],
             truncated: 0,
+            mention: None,
         },
     }
 }
