@@ -219,7 +219,7 @@ mod tests {
             last_event_id: uuid::Uuid::nil(),
             transitions: vec![],
             flapping: false,
-            notified: BTreeMap::new(),
+            notified: Default::default(),
             announced: false,
             muted_by: None,
             acknowledged_by: None,
