@@ -17,7 +17,7 @@ pub struct Alert {
     pub fingerprint: String,
     pub kind: String,
     pub severity: Severity,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     pub status: AlertStatus,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -43,6 +43,72 @@ pub struct Alert {
     /// Who acknowledged it, if anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_by: Option<String>,
+}
+
+/// Something labels can be looked up in: an event's map, or an alert's compact list.
+pub trait LabelLookup {
+    fn label(&self, name: &str) -> Option<&str>;
+}
+
+impl LabelLookup for BTreeMap<String, String> {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+}
+
+/// An alert's labels as a sorted vector: with 100,000 alerts in memory, a B-tree node per
+/// alert (half a kilobyte even for a few labels) is most of the footprint. Serialized as a
+/// JSON object, like an event's labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(Vec<(String, String)>);
+
+impl Labels {
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.0.iter().cloned().collect()
+    }
+
+    /// Equal to an event's labels, without building either side anew.
+    pub fn same_as(&self, map: &BTreeMap<String, String>) -> bool {
+        self.0.len() == map.len() && self.0.iter().zip(map).all(|((a, b), (c, d))| a == c && b == d)
+    }
+}
+
+impl From<&BTreeMap<String, String>> for Labels {
+    fn from(map: &BTreeMap<String, String>) -> Self {
+        // A BTreeMap iterates in key order, so the vector is sorted.
+        Labels(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+impl LabelLookup for Labels {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+}
+
+impl Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Labels::from(&BTreeMap::<String, String>::deserialize(deserializer)?))
+    }
 }
 
 /// When each destination was last told, as a short sorted vector: most alerts reach one or two

@@ -55,9 +55,9 @@ impl Matchers {
             .map(Matchers)
     }
 
-    pub fn matches(&self, kind: &str, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches(&self, kind: &str, labels: &dyn crate::alert::LabelLookup) -> bool {
         self.0.iter().all(|(name, glob)| {
-            let value = if name == "kind" { Some(kind) } else { labels.get(name).map(String::as_str) };
+            let value = if name == "kind" { Some(kind) } else { labels.label(name) };
             value.is_some_and(|v| glob.is_match(v))
         })
     }

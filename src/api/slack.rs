@@ -216,7 +216,7 @@ async fn alert_facts(
     fingerprint: &str,
 ) -> Result<Option<(String, BTreeMap<String, String>, crate::event::Severity, Option<String>)>, ApiError> {
     if let Some(a) = state.ingest.lifecycle().alert(fingerprint) {
-        return Ok(Some((a.kind, a.labels, a.severity, a.title)));
+        return Ok(Some((a.kind, a.labels.to_map(), a.severity, a.title)));
     }
     Ok(state.ingest.store().alert_event(fingerprint).await?.map(|e| (e.kind, e.labels, e.severity, e.title)))
 }

@@ -66,7 +66,7 @@ fn probe(alert: &Alert) -> Event {
         title: alert.title.clone(),
         text: None,
         user: None,
-        labels: alert.labels.clone(),
+        labels: alert.labels.to_map(),
         fields: Default::default(),
         fingerprint: alert.fingerprint.clone(),
         status: Some(alert.status),
@@ -87,7 +87,7 @@ impl State {
             fingerprint: event.fingerprint.clone(),
             kind: event.kind.clone(),
             severity: event.severity,
-            labels: event.labels.clone(),
+            labels: (&event.labels).into(),
             status: AlertStatus::Resolved,
             started_at: event.timestamp,
             updated_at: now,
@@ -103,7 +103,7 @@ impl State {
         });
         alert.kind = event.kind.clone();
         alert.severity = event.severity;
-        alert.labels = event.labels.clone();
+        alert.labels = (&event.labels).into();
         alert.title = event.title.clone().or(alert.title);
         alert.last_event_id = event.id;
         alert.updated_at = now;
@@ -197,7 +197,7 @@ impl State {
                     && !existing.flapping
                     && event.severity <= existing.severity
                     && existing.kind == event.kind
-                    && existing.labels == event.labels
+                    && existing.labels.same_as(&event.labels)
                 {
                     existing.last_event_id = event.id;
                     existing.updated_at = now;

@@ -5,14 +5,14 @@
 //! firing alerts that can inhibit, updated as alerts change, so a check costs a hash lookup
 //! instead of a scan of every firing alert.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use globset::GlobSet;
 
 use super::route::compile_globs;
-use crate::alert::Alert;
+use crate::alert::{Alert, LabelLookup};
 use crate::config::{Config, InhibitRuleConfig, MaintenanceConfig};
 use crate::silence::{Matchers, Silence};
 
@@ -30,8 +30,8 @@ struct InhibitRule {
 }
 
 impl InhibitRule {
-    fn key(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
-        self.equal.iter().map(|name| labels.get(name).cloned().unwrap_or_default()).collect()
+    fn key(&self, labels: &dyn LabelLookup) -> Vec<String> {
+        self.equal.iter().map(|name| labels.label(name).unwrap_or_default().to_string()).collect()
     }
 }
 
@@ -172,7 +172,7 @@ impl Muting {
         &self,
         fingerprint: &str,
         kind: &str,
-        labels: &BTreeMap<String, String>,
+        labels: &dyn LabelLookup,
         now: DateTime<Utc>,
     ) -> Option<String> {
         if let Some((s, _)) = self.silences.iter().find(|(s, m)| s.is_active(now) && m.matches(kind, labels)) {
@@ -199,6 +199,7 @@ impl Muting {
 mod tests {
     use super::*;
     use crate::event::{AlertStatus, Severity};
+    use std::collections::BTreeMap;
 
     fn config(extra: &str) -> Config {
         crate::config::load_str(extra, std::path::Path::new("t.toml")).unwrap()
@@ -210,7 +211,7 @@ mod tests {
             fingerprint: fp.into(),
             kind: kind.into(),
             severity: Severity::Error,
-            labels: BTreeMap::from([("cluster".into(), cluster.into())]),
+            labels: (&BTreeMap::from([("cluster".to_string(), cluster.to_string())])).into(),
             status,
             started_at: now,
             updated_at: now,

@@ -234,7 +234,7 @@ async fn alerts_and_silences_round_trip() {
         fingerprint: e.fingerprint.clone(),
         kind: e.kind.clone(),
         severity: e.severity,
-        labels: e.labels.clone(),
+        labels: (&e.labels).into(),
         status: AlertStatus::Firing,
         started_at: e.timestamp,
         updated_at: e.timestamp,
