@@ -85,6 +85,12 @@ pub enum NotifierConfig {
 }
 
 impl NotifierConfig {
+    /// Whether the target limits each channel on its own, so each channel is a destination
+    /// with its own order and pace. Webhooks are limited per URL, whatever channel they name.
+    pub fn paces_per_channel(&self) -> bool {
+        matches!(self, NotifierConfig::SlackApp(_) | NotifierConfig::Telegram(_))
+    }
+
     /// The URLs this notifier sends to, by config key, for validation.
     pub fn urls(&self) -> Vec<(&'static str, &str)> {
         match self {

@@ -30,6 +30,10 @@ pub enum PipelineError {
     Template(#[from] TemplateError),
 }
 
+fn per_channel(config: &Config, notifier: &str) -> bool {
+    config.notifiers.get(notifier).is_some_and(|n| n.paces_per_channel())
+}
+
 /// Routes and templates compiled from one configuration.
 pub struct Pipeline {
     routes: Vec<CompiledRoute>,
@@ -47,12 +51,15 @@ impl Pipeline {
         for (i, route) in config.routes.iter().enumerate() {
             let id = format!("routes[{i}]");
             renderer.add_route_templates(&id, route)?;
-            routes.push(CompiledRoute::new(id, route)?);
+            routes.push(CompiledRoute::new(id, route)?.with_per_channel(per_channel(config, &route.notifier)));
         }
         let default_route = match &config.default_route {
             Some(route) => {
                 renderer.add_route_templates("default_route", route)?;
-                Some(CompiledRoute::new("default_route".into(), route)?)
+                Some(
+                    CompiledRoute::new("default_route".into(), route)?
+                        .with_per_channel(per_channel(config, &route.notifier)),
+                )
             }
             None => None,
         };

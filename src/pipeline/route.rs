@@ -33,6 +33,8 @@ pub struct CompiledRoute {
     pub continue_matching: bool,
     /// Who chat notifiers page, by severity (see `RouteConfig::mentions`).
     pub mentions: BTreeMap<Severity, String>,
+    /// The notifier's target limits each channel separately (see `destination`).
+    per_channel: bool,
 }
 
 /// Defaults chosen so that nothing waits: the first message of a group goes at once; what
@@ -74,6 +76,7 @@ impl CompiledRoute {
             repeat_interval: config.repeat_interval.map_or(DEFAULT_REPEAT_INTERVAL, |d| d.get()),
             digest: config.digest.map(|d| d.get()),
             continue_matching: config.continue_matching,
+            per_channel: false,
             mentions: config.mentions.clone(),
         })
     }
@@ -94,6 +97,7 @@ impl CompiledRoute {
             digest: None,
             continue_matching: false,
             mentions: BTreeMap::new(),
+            per_channel: false,
         }
     }
 
@@ -140,12 +144,20 @@ impl CompiledRoute {
             && (event.fingerprint_is_derived() || event.error.is_some())
     }
 
-    /// Ordering and rate-limit pauses apply per destination: one notifier, one channel.
+    /// Ordering and rate-limit pauses apply per destination: the notifier, and the channel
+    /// too for notifiers whose target limits each channel on its own (Slack's Web API). A
+    /// webhook is one destination whatever channel it names: Slack limits the URL.
     pub fn destination(&self) -> String {
         match &self.channel {
-            Some(channel) => format!("{}|{}", self.notifier, channel),
-            None => self.notifier.clone(),
+            Some(channel) if self.per_channel => format!("{}|{}", self.notifier, channel),
+            _ => self.notifier.clone(),
         }
+    }
+
+    /// Marks the route's notifier as one that paces each channel separately.
+    pub fn with_per_channel(mut self, per_channel: bool) -> Self {
+        self.per_channel = per_channel;
+        self
     }
 }
 
