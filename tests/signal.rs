@@ -318,3 +318,39 @@ async fn the_silence_command_line_talks_to_the_daemon() {
     assert_eq!(code, Some(2), "a bad matcher is a usage error: {err}");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_batches_what_queues_for_the_same_recipients() {
+    use tocsin::testkit::fake_smtp::FakeSmtp;
+    let smtp = FakeSmtp::start().await;
+    // One email per second instead of the default one a minute, to keep the test short.
+    let config = format!(
+        "[notifiers.mail]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         from = \"tocsin@example.com\"\nto = [\"ops@example.com\"]\n\
+         [delivery.rate_limits]\nmail = {{ per_second = 1.0 }}\n\
+         [[routes]]\nkinds = [\"job.*\"]\nnotifier = \"mail\"\n",
+        smtp.port()
+    );
+    let daemon = Daemon::start(&config).await;
+    for i in 0..5 {
+        let body = json!({"kind": "job.failed", "title": format!("job {i} failed"), "text": format!("exit code {i}")});
+        assert_eq!(daemon.post("/api/v1/events", body).await.0, 202);
+    }
+    let mut mails = Vec::new();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        mails = smtp.mails();
+        if mails.len() >= 2 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mails = if smtp.mails().len() > mails.len() { smtp.mails() } else { mails };
+    assert_eq!(mails.len(), 2, "the first at once, the rest batched into one: {mails:#?}");
+    assert_eq!(mails[1].to, ["ops@example.com"]);
+    let digest: String = mails[1].parts().iter().map(|p| p.body.clone()).collect();
+    for i in 1..5 {
+        assert!(digest.contains(&format!("job {i} failed")), "job {i} missing from {digest}");
+    }
+    daemon.stop().await;
+}

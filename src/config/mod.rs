@@ -291,6 +291,17 @@ fn default_delivery_timeout() -> Dur {
 pub struct TemplatesConfig {
     pub title: Option<String>,
     pub text: Option<String>,
+    /// Overrides for one notifier type (`[templates.types.email]`), e.g. a longer text for
+    /// email than for chat; a route's own templates still win.
+    #[serde(default)]
+    pub types: BTreeMap<String, TypeTemplates>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeTemplates {
+    pub title: Option<String>,
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

@@ -152,6 +152,20 @@ fn validate_templates(config: &Config) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     check_template(&mut errors, "templates.title".into(), config.templates.title.as_deref());
     check_template(&mut errors, "templates.text".into(), config.templates.text.as_deref());
+    for (kind, t) in &config.templates.types {
+        let path = key_path("templates.types", kind);
+        if !crate::notify::NotifierConfig::TYPE_NAMES.contains(&kind.as_str()) {
+            errors.push((
+                path.clone(),
+                format!(
+                    "no notifier type {kind:?}; expected one of {}",
+                    crate::notify::NotifierConfig::TYPE_NAMES.join(", ")
+                ),
+            ));
+        }
+        check_template(&mut errors, key_path(&path, "title"), t.title.as_deref());
+        check_template(&mut errors, key_path(&path, "text"), t.text.as_deref());
+    }
     errors
 }
 

@@ -93,6 +93,8 @@ pub struct Pacing {
     pub limits: HashMap<String, RateLimitConfig>,
     /// More due than this on a paced destination → one summary.
     pub fold_threshold: usize,
+    /// Per-notifier thresholds that override `fold_threshold` (email: batch everything).
+    pub fold_thresholds: HashMap<String, usize>,
 }
 
 impl Pacing {
@@ -103,7 +105,9 @@ impl Pacing {
             limits.insert(name.clone(), *limit);
         }
         limits.retain(|_, l| l.per_second > 0.0);
-        Pacing { limits, fold_threshold: config.delivery.fold_threshold }
+        let fold_thresholds =
+            config.notifiers.iter().filter_map(|(name, n)| n.fold_threshold().map(|t| (name.clone(), t))).collect();
+        Pacing { limits, fold_threshold: config.delivery.fold_threshold, fold_thresholds }
     }
 }
 
@@ -319,7 +323,8 @@ async fn run_worker(inner: Arc<Inner>, destination: String, notify: Arc<Notify>)
             let message = head.message.clone();
             (batch, message)
         } else {
-            match plan_fold(&inner, &destination, &head, limit.is_some(), pacing.fold_threshold, now).await {
+            let threshold = pacing.fold_thresholds.get(&head.notifier).copied().unwrap_or(pacing.fold_threshold);
+            match plan_fold(&inner, &destination, &head, limit.is_some(), threshold, now).await {
                 Ok(Some(plan)) => plan,
                 Ok(None) => continue,
                 Err(err) => {

@@ -85,6 +85,36 @@ pub enum NotifierConfig {
 }
 
 impl NotifierConfig {
+    /// The `type` names, as written in the configuration.
+    pub const TYPE_NAMES: &'static [&'static str] = &[
+        "slack_webhook",
+        "slack_app",
+        "console",
+        "webhook",
+        "teams",
+        "discord",
+        "mattermost",
+        "email",
+        "pagerduty",
+        "telegram",
+    ];
+
+    /// This notifier's `type` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            NotifierConfig::SlackWebhook(_) => "slack_webhook",
+            NotifierConfig::SlackApp(_) => "slack_app",
+            NotifierConfig::Console(_) => "console",
+            NotifierConfig::Webhook(_) => "webhook",
+            NotifierConfig::Teams(_) => "teams",
+            NotifierConfig::Discord(_) => "discord",
+            NotifierConfig::Mattermost(_) => "mattermost",
+            NotifierConfig::Email(_) => "email",
+            NotifierConfig::PagerDuty(_) => "pagerduty",
+            NotifierConfig::Telegram(_) => "telegram",
+        }
+    }
+
     /// Whether the target limits each channel on its own, so each channel is a destination
     /// with its own order and pace. Webhooks are limited per URL, whatever channel they name.
     pub fn paces_per_channel(&self) -> bool {
@@ -122,10 +152,19 @@ impl NotifierConfig {
             NotifierConfig::Teams(_) => limit(1.0, 4),
             // 120 events a minute per routing key.
             NotifierConfig::PagerDuty(_) => limit(2.0, 10),
-            NotifierConfig::Console(_)
-            | NotifierConfig::Webhook(_)
-            | NotifierConfig::Mattermost(_)
-            | NotifierConfig::Email(_) => None,
+            // An inbox is not a chat: at most one email a minute to the same recipients; what
+            // comes meanwhile is batched into the next one (see `fold_threshold`).
+            NotifierConfig::Email(_) => limit(1.0 / 60.0, 1),
+            NotifierConfig::Console(_) | NotifierConfig::Webhook(_) | NotifierConfig::Mattermost(_) => None,
+        }
+    }
+
+    /// How many due messages make a paced destination fold them into one, when the target
+    /// wants that sooner than `delivery.fold_threshold`: email batches everything per recipient.
+    pub fn fold_threshold(&self) -> Option<usize> {
+        match self {
+            NotifierConfig::Email(_) => Some(1),
+            _ => None,
         }
     }
 }

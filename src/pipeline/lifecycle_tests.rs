@@ -255,3 +255,38 @@ mentions = { critical = "<!here>", error = "<!subteam^S1>" }
     assert_eq!(mention(json!({"kind": "app.x", "severity": "critical"}), "web"), None, "browser key");
     assert_eq!(mention(json!({"kind": "app.x", "severity": "critical", "status": "resolved"}), "backend"), None);
 }
+
+#[test]
+fn templates_per_notifier_type() {
+    let config = load_str(
+        r#"
+[notifiers.chat]
+type = "console"
+[notifiers.ops]
+type = "webhook"
+url = "https://ops.example.com/hook"
+[templates]
+title = "{{ kind }}"
+[templates.types.webhook]
+title = "[{{ severity }}] {{ kind }} for {{ user }}"
+[[routes]]
+notifier = "chat"
+continue = true
+[[routes]]
+notifier = "ops"
+"#,
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let pipeline = Pipeline::new(&config).unwrap();
+    let event = parse_event(&json!({"kind": "user.registered", "user": "alice"}), "", "t", Utc::now()).unwrap();
+    let out = pipeline.deliveries(&event, &mut super::Grouper::default(), Utc::now());
+    let titles: Vec<_> = out.iter().map(|d| (d.notifier.as_str(), d.message.title.as_str())).collect();
+    assert_eq!(titles, [("chat", "user.registered"), ("ops", "[info] user.registered for alice")]);
+    let direct = pipeline.render_direct("ops", None, &event);
+    assert_eq!(direct.message.title, "[info] user.registered for alice");
+
+    let bad = "[templates.types.carrier_pigeon]\ntitle = \"x\"\n";
+    let errors = load_str(bad, std::path::Path::new("t.toml")).unwrap_err();
+    assert!(errors.to_string().contains("templates.types.carrier_pigeon"), "{errors}");
+}

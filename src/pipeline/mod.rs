@@ -30,10 +30,6 @@ pub enum PipelineError {
     Template(#[from] TemplateError),
 }
 
-fn per_channel(config: &Config, notifier: &str) -> bool {
-    config.notifiers.get(notifier).is_some_and(|n| n.paces_per_channel())
-}
-
 /// Routes and templates compiled from one configuration.
 pub struct Pipeline {
     routes: Vec<CompiledRoute>,
@@ -42,6 +38,8 @@ pub struct Pipeline {
     /// Names of the `events:browser` keys: their events (whose `source` is the key name) never
     /// mention anyone in chat.
     browser_sources: std::collections::BTreeSet<String>,
+    /// Each notifier's `type`, for messages sent straight to one (`tocsin send --notifier`).
+    notifier_types: std::collections::BTreeMap<String, &'static str>,
 }
 
 impl Pipeline {
@@ -51,14 +49,14 @@ impl Pipeline {
         for (i, route) in config.routes.iter().enumerate() {
             let id = format!("routes[{i}]");
             renderer.add_route_templates(&id, route)?;
-            routes.push(CompiledRoute::new(id, route)?.with_per_channel(per_channel(config, &route.notifier)));
+            routes.push(CompiledRoute::new(id, route)?.for_notifier(config.notifiers.get(&route.notifier)));
         }
         let default_route = match &config.default_route {
             Some(route) => {
                 renderer.add_route_templates("default_route", route)?;
                 Some(
                     CompiledRoute::new("default_route".into(), route)?
-                        .with_per_channel(per_channel(config, &route.notifier)),
+                        .for_notifier(config.notifiers.get(&route.notifier)),
                 )
             }
             None => None,
@@ -69,7 +67,8 @@ impl Pipeline {
             .filter(|k| k.scopes.contains(&crate::config::Scope::EventsBrowser))
             .map(|k| k.name.clone())
             .collect();
-        Ok(Pipeline { routes, default_route, renderer, browser_sources })
+        let notifier_types = config.notifiers.iter().map(|(name, n)| (name.clone(), n.type_name())).collect();
+        Ok(Pipeline { routes, default_route, renderer, browser_sources, notifier_types })
     }
 
     /// The routes an event takes: the first that matches (and any after it while the matched
@@ -130,7 +129,8 @@ impl Pipeline {
 
     /// Renders an event for one notifier, bypassing routing (`tocsin send --notifier`).
     pub fn render_direct(&self, notifier: &str, channel: Option<String>, event: &Event) -> NewDelivery {
-        let route = CompiledRoute::direct(notifier, channel);
+        let mut route = CompiledRoute::direct(notifier, channel);
+        route.notifier_type = self.notifier_types.get(notifier).copied();
         NewDelivery {
             destination: route.destination(),
             notifier: notifier.to_string(),

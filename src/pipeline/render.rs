@@ -40,6 +40,14 @@ impl Renderer {
         if let Some(t) = &templates.text {
             renderer.add("global.text", t.clone(), "templates.text")?;
         }
+        for (kind, t) in &templates.types {
+            if let Some(title) = &t.title {
+                renderer.add(&format!("type.{kind}.title"), title.clone(), &format!("templates.types.{kind}.title"))?;
+            }
+            if let Some(text) = &t.text {
+                renderer.add(&format!("type.{kind}.text"), text.clone(), &format!("templates.types.{kind}.text"))?;
+            }
+        }
         Ok(renderer)
     }
 
@@ -59,8 +67,9 @@ impl Renderer {
         Ok(())
     }
 
-    fn render_part(&self, route_id: &str, part: &str, ctx: &minijinja::Value) -> String {
-        for name in [format!("{route_id}.{part}"), format!("global.{part}")] {
+    fn render_part(&self, route: &CompiledRoute, part: &str, ctx: &minijinja::Value) -> String {
+        let by_type = route.notifier_type.map(|t| format!("type.{t}.{part}")).unwrap_or_default();
+        for name in [format!("{}.{part}", route.id), by_type, format!("global.{part}")] {
             if let Ok(template) = self.env.get_template(&name) {
                 match template.render(ctx) {
                     Ok(s) => return s,
@@ -89,8 +98,8 @@ impl Renderer {
             fingerprint => &event.fingerprint,
             timestamp => event.timestamp.to_rfc3339(),
         };
-        let title = self.render_part(&route.id, "title", &ctx);
-        let text = self.render_part(&route.id, "text", &ctx);
+        let title = self.render_part(route, "title", &ctx);
+        let text = self.render_part(route, "text", &ctx);
 
         let mut fields = Vec::with_capacity(event.fields.len() + 1);
         if let Some(user) = &event.user {

@@ -35,6 +35,8 @@ pub struct CompiledRoute {
     pub mentions: BTreeMap<Severity, String>,
     /// The notifier's target limits each channel separately (see `destination`).
     per_channel: bool,
+    /// The notifier's `type`, for per-type templates.
+    pub notifier_type: Option<&'static str>,
 }
 
 /// Defaults chosen so that nothing waits: the first message of a group goes at once; what
@@ -77,6 +79,7 @@ impl CompiledRoute {
             digest: config.digest.map(|d| d.get()),
             continue_matching: config.continue_matching,
             per_channel: false,
+            notifier_type: None,
             mentions: config.mentions.clone(),
         })
     }
@@ -98,6 +101,7 @@ impl CompiledRoute {
             continue_matching: false,
             mentions: BTreeMap::new(),
             per_channel: false,
+            notifier_type: None,
         }
     }
 
@@ -154,9 +158,11 @@ impl CompiledRoute {
         }
     }
 
-    /// Marks the route's notifier as one that paces each channel separately.
-    pub fn with_per_channel(mut self, per_channel: bool) -> Self {
-        self.per_channel = per_channel;
+    /// Tells the route about its notifier: its type (for per-type templates) and whether it
+    /// paces each channel separately.
+    pub fn for_notifier(mut self, notifier: Option<&crate::notify::NotifierConfig>) -> Self {
+        self.per_channel = notifier.is_some_and(|n| n.paces_per_channel());
+        self.notifier_type = notifier.map(|n| n.type_name());
         self
     }
 }
