@@ -76,6 +76,8 @@ pub struct SqliteStore {
 /// Rows indexed per indexer transaction: small, so ingest rounds never wait long for the
 /// shared write connection.
 const INDEX_STEP: i64 = 1000;
+/// How long the indexer lets commits accumulate before indexing them.
+const INDEX_GATHER: Duration = Duration::from_millis(100);
 /// How often the WAL is copied back into the database file, off the commit path.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -155,7 +157,11 @@ async fn index_loop(pool: SqlitePool, nudge: Arc<Notify>) {
             Ok(INDEX_STEP) => tokio::task::yield_now().await,
             Ok(_) => {
                 tokio::select! {
-                    _ = nudge.notified() => {}
+                    _ = nudge.notified() => {
+                        // Gather a few rounds first: fewer, larger index transactions leave
+                        // the shared write connection to ingest most of the time.
+                        tokio::time::sleep(INDEX_GATHER).await;
+                    }
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
             }
@@ -177,6 +183,20 @@ async fn index_step(pool: &SqlitePool) -> Result<i64, StoreError> {
         return Err(StoreError::Closed);
     }
     let mut conn = pool.acquire().await?;
+    // The index can be rebuilt from the events (its progress marker commits with it), so its
+    // transactions need not wait for an fsync; the connection is back to FULL before anyone
+    // else uses it.
+    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+    let outcome = index_transaction(&mut conn).await;
+    if let Err(e) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
+        // Never hand the write connection back with weaker durability.
+        conn.close_on_drop();
+        return Err(e.into());
+    }
+    outcome
+}
+
+async fn index_transaction(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let result: Result<i64, StoreError> = async {
         let last: i64 =
