@@ -116,10 +116,9 @@ fn fold_group(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
         return fold_alerts(entries, summary);
     }
     let fingerprint = |e: &OutboxEntry| e.message.events.first().map(|ev| ev.fingerprint.clone());
-    let same =
-        entries.iter().all(|e| fingerprint(e) == fingerprint(&entries[0])) && summary.count as usize == entries.len();
+    let one_fingerprint = entries.iter().all(|e| fingerprint(e) == fingerprint(&entries[0]));
     let mut msg = base(entries, summary);
-    if same || (summary.by_kind.len() == 1 && entries.iter().all(|e| fingerprint(e) == fingerprint(&entries[0]))) {
+    if one_fingerprint && (summary.count as usize == entries.len() || summary.by_kind.len() == 1) {
         // The same thing, again and again: one message with a count instead of N dings.
         let first = &entries[0].message;
         let count = thousands(summary.count.max(entries.len() as u64));

@@ -99,11 +99,11 @@ impl Pipeline {
         self.matching_routes(event)
             .into_iter()
             .map(|route| {
-                let group_key = route.group_key(event);
+                let (group_key, solo) = route.grouping(event);
                 let destination = route.destination();
                 let not_before = match route.digest {
                     Some(period) => next_period_boundary(now, period),
-                    None if route.is_solo(event) => now,
+                    None if solo => now,
                     None => grouper.schedule(
                         &format!("{destination}\u{1f}{group_key}"),
                         route.group_wait,
@@ -111,8 +111,7 @@ impl Pipeline {
                         now,
                     ),
                 };
-                let mut message = self.renderer.render(route, event);
-                message.group_key = group_key.clone();
+                let mut message = self.renderer.render(route, event, group_key.clone());
                 message.mention = self.mention(route, event, &message);
                 NewDelivery { destination, notifier: route.notifier.clone(), group_key, not_before, message }
             })
@@ -136,7 +135,7 @@ impl Pipeline {
             notifier: notifier.to_string(),
             group_key: "direct".into(),
             not_before: event.received_at,
-            message: self.renderer.render(&route, event),
+            message: self.renderer.render(&route, event, route.group_key(event)),
         }
     }
 }

@@ -83,7 +83,8 @@ impl Renderer {
         self.env.get_template(&format!("default.{part}")).and_then(|t| t.render(ctx)).unwrap_or_default()
     }
 
-    pub fn render(&self, route: &CompiledRoute, event: &Event) -> Message {
+    /// `group_key` is the route's grouping of this event, decided by the caller.
+    pub fn render(&self, route: &CompiledRoute, event: &Event, group_key: String) -> Message {
         let ctx = minijinja::context! {
             event => minijinja::Value::from_serialize(event),
             kind => &event.kind,
@@ -128,7 +129,7 @@ impl Renderer {
             fields,
             link: event.link.clone(),
             channel: route.channel.clone(),
-            group_key: route.group_key(event),
+            group_key,
             group_labels,
             events: vec![event.clone()],
             truncated: 0,
@@ -165,7 +166,7 @@ mod tests {
         .unwrap();
         let mut renderer = Renderer::new(&TemplatesConfig::default()).unwrap();
         let plain = CompiledRoute::new("routes[0]".into(), &route_config(None)).unwrap();
-        let msg = renderer.render(&plain, &event);
+        let msg = renderer.render(&plain, &event, plain.group_key(&event));
         assert_eq!(msg.title, "user.registered");
         assert_eq!(msg.channel.as_deref(), Some("#ops"));
         assert_eq!(msg.group_labels.get("env").map(String::as_str), Some("prod"));
@@ -175,7 +176,10 @@ mod tests {
         let config = route_config(Some("New signup: {{ user }} on {{ fields.plan }}"));
         renderer.add_route_templates("routes[1]", &config).unwrap();
         let custom = CompiledRoute::new("routes[1]".into(), &config).unwrap();
-        assert_eq!(renderer.render(&custom, &event).title, "New signup: alice@example.com on pro");
+        assert_eq!(
+            renderer.render(&custom, &event, custom.group_key(&event)).title,
+            "New signup: alice@example.com on pro"
+        );
     }
 
     #[test]
@@ -186,7 +190,7 @@ mod tests {
         if renderer.add_route_templates("routes[0]", &config).is_ok() {
             let route = CompiledRoute::new("routes[0]".into(), &config).unwrap();
             let event = parse_event(&json!({"kind": "a.b"}), "", "s", chrono::Utc::now()).unwrap();
-            assert_eq!(renderer.render(&route, &event).title, "a.b");
+            assert_eq!(renderer.render(&route, &event, route.group_key(&event)).title, "a.b");
         }
     }
 }

@@ -121,21 +121,27 @@ impl CompiledRoute {
     /// `group_by` labels, or (by default) the fingerprint. A one-off event whose sender named
     /// no fingerprint is a group of its own: each is told, none is held back as a repeat.
     pub fn group_key(&self, event: &Event) -> String {
+        self.grouping(event).0
+    }
+
+    /// The group key, and whether the event is a group of its own (see `is_solo`), decided
+    /// together so the fingerprint check runs once per route.
+    pub fn grouping(&self, event: &Event) -> (String, bool) {
         if self.digest.is_some() {
-            return format!("{}|digest", self.id);
+            return (format!("{}|digest", self.id), false);
         }
         if self.is_solo(event) {
-            return format!("{}|{}", self.id, event.id);
+            return (format!("{}|{}", self.id, event.id), true);
         }
         if self.group_by.is_empty() {
-            return format!("{}|{}", self.id, event.fingerprint);
+            return (format!("{}|{}", self.id, event.fingerprint), false);
         }
         let values: Vec<String> = self
             .group_by
             .iter()
             .map(|k| format!("{k}={}", event.labels.get(k).map(String::as_str).unwrap_or("")))
             .collect();
-        format!("{}|{}", self.id, values.join(","))
+        (format!("{}|{}", self.id, values.join(",")), false)
     }
 
     /// A one-off event that is a group of its own: nothing to gather, so no grouping delay.
