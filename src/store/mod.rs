@@ -4,6 +4,7 @@
 //! implementation follows the same trait and the same numbered migrations
 //! (`migrations/sqlite/`, `migrations/postgres/`).
 
+pub(crate) mod journal;
 pub mod samples;
 pub mod slack_threads;
 pub mod sources;
@@ -54,7 +55,7 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// A message to deliver, written in the same transaction as its event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewDelivery {
     /// Where it goes: the notifier name, plus `|channel` when the route names one.
     /// Ordering and pauses (Retry-After, rate limits) are per destination.
@@ -68,7 +69,7 @@ pub struct NewDelivery {
 }
 
 /// An event, the deliveries it caused, and the alert it updated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewEvent {
     pub event: Event,
     pub deliveries: Vec<NewDelivery>,

@@ -1,10 +1,18 @@
-//! The embedded default store: one SQLite file in WAL mode.
+//! The embedded default store: one SQLite file in WAL mode, with a commit log beside it.
 //!
-//! Writes that must be durable go through one writer task that gathers whatever concurrent
-//! callers have queued and commits it in one transaction (group commit): every caller waits for
-//! the fsync of `synchronous = FULL`, but many share it, so durability does not cost throughput.
+//! Writes that must be durable (events with their outbox rows and alert states, queued
+//! messages, silences) are appended to the commit log (`journal.rs`), which gathers whatever
+//! concurrent callers have queued into one fsync'd append (group commit). The log hands each
+//! durable round to one writer task that applies it to SQLite behind the acknowledgement, in
+//! log order, with `synchronous = NORMAL`; reads first wait until what was acknowledged before
+//! them is applied, so a caller always reads its own writes. Delivery bookkeeping (delivered,
+//! attempts, dead letters) goes to the writer directly: at worst a crash repeats a send.
+//!
+//! When another process owns the log (a `tocsin` command beside the daemon), this process
+//! writes to SQLite directly with `synchronous = FULL`, as every write did before the log.
 //! Reads use a separate pool of read-only connections, which WAL lets run beside the writer.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,8 +23,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use super::journal::{Durable, Entry, Journal, JournalDir, Position};
 use super::{
     AlertPage, Batch, BatchSummary, EventQuery, NewDelivery, NewEvent, OutboxCounts, OutboxEntry, Page, Store,
     StoreError,
@@ -28,12 +37,36 @@ use crate::silence::Silence;
 
 /// Work the writer task performs; everything in one round shares a transaction.
 enum WriteOp {
+    /// Records the commit log made durable; applied in log order, never answered.
+    Apply(Durable),
     Insert(Vec<NewEvent>, Done),
-    Enqueue { deliveries: Vec<NewDelivery>, alerts: Vec<Alert>, done: Done },
-    Delivered { batch: Batch, at: i64, done: Done },
-    Attempt { id: i64, attempts: u32, error: String, done: Done },
-    Dead { batch: Batch, attempts: u32, error: String, at: i64, done: Done },
-    Silence { silence: Silence, done: Done },
+    Enqueue {
+        deliveries: Vec<NewDelivery>,
+        alerts: Vec<Alert>,
+        done: Done,
+    },
+    Delivered {
+        batch: Batch,
+        at: i64,
+        done: Done,
+    },
+    Attempt {
+        id: i64,
+        attempts: u32,
+        error: String,
+        done: Done,
+    },
+    Dead {
+        batch: Batch,
+        attempts: u32,
+        error: String,
+        at: i64,
+        done: Done,
+    },
+    Silence {
+        silence: Silence,
+        done: Done,
+    },
 }
 
 type Done = oneshot::Sender<Result<(), StoreError>>;
@@ -41,6 +74,7 @@ type Done = oneshot::Sender<Result<(), StoreError>>;
 impl WriteOp {
     fn weight(&self) -> usize {
         match self {
+            WriteOp::Apply(durable) => durable.weight as usize,
             WriteOp::Insert(events, _) => events.len(),
             WriteOp::Enqueue { deliveries, alerts, .. } => deliveries.len() + alerts.len(),
             _ => 1,
@@ -49,6 +83,7 @@ impl WriteOp {
 
     fn reply(self, result: Result<(), StoreError>) {
         let done = match self {
+            WriteOp::Apply(_) => return,
             WriteOp::Insert(_, done)
             | WriteOp::Enqueue { done, .. }
             | WriteOp::Delivered { done, .. }
@@ -62,6 +97,8 @@ impl WriteOp {
 
 /// Events per transaction at most: bounds the latency a large round adds to its callers.
 const MAX_ROUND: usize = 4096;
+/// Rows the log may have acknowledged ahead of SQLite (held in memory until applied).
+const MAX_UNAPPLIED: u64 = 8192;
 /// Rows per multi-row INSERT: powers of two keep the number of distinct (cached) statements small.
 const CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
@@ -70,6 +107,10 @@ pub struct SqliteStore {
     /// One connection: whoever holds it writes alone.
     pub(crate) writer_pool: SqlitePool,
     writes: mpsc::Sender<WriteOp>,
+    /// The commit log, when this process owns it.
+    journal: Option<Journal>,
+    /// How many log records the writer has applied (compared with `Journal::journaled`).
+    applied: watch::Receiver<u64>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -87,6 +128,9 @@ impl SqliteStore {
     }
 
     pub async fn open_store(path: &str) -> Result<SqliteStore, StoreError> {
+        let journal_dir = if is_file_path(path) { JournalDir::open(Path::new(path))? } else { None };
+        // With the log, a commit here need not sync: the log already holds what it applies.
+        let writer_sync = if journal_dir.is_some() { SqliteSynchronous::Normal } else { SqliteSynchronous::Full };
         let base = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
             .journal_mode(SqliteJournalMode::Wal)
@@ -97,7 +141,7 @@ impl SqliteStore {
         let writer_options = base
             .clone()
             .create_if_missing(true)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(writer_sync)
             .pragma("cache_size", "-8192")
             .pragma("wal_autocheckpoint", "0");
         let writer_pool = SqlitePoolOptions::new()
@@ -111,6 +155,10 @@ impl SqliteStore {
             .run(&writer_pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let first_segment = match &journal_dir {
+            Some(dir) => Some(recover(&writer_pool, dir).await?),
+            None => None,
+        };
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -124,19 +172,64 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
         let (writes, rx) = mpsc::channel(1024);
+        let (applied_tx, applied) = watch::channel(0u64);
         let indexer = Arc::new(Notify::new());
+        let writer = Writer {
+            pool: writer_pool.clone(),
+            indexer: indexer.clone(),
+            applied: applied_tx,
+            journal_path: journal_dir.as_ref().map(|d| d.path().to_path_buf()),
+            durable_segment: first_segment.unwrap_or(0),
+        };
+        let journal = match (journal_dir, first_segment) {
+            (Some(dir), Some(segment)) => {
+                let to_writer = writes.clone();
+                let mut applied_so_far = applied.clone();
+                let runtime = tokio::runtime::Handle::current();
+                let mut handed_on = 0u64;
+                Some(Journal::start(dir, segment, move |durable| {
+                    // Acknowledged rows wait in memory until SQLite has them: keep that bounded.
+                    let room = runtime.block_on(applied_so_far.wait_for(|n| handed_on - *n < MAX_UNAPPLIED));
+                    handed_on += durable.weight;
+                    room.is_ok() && to_writer.blocking_send(WriteOp::Apply(durable)).is_ok()
+                })?)
+            }
+            _ => None,
+        };
         let background = vec![
-            tokio::spawn(writer_loop(writer_pool.clone(), rx, indexer.clone())),
-            tokio::spawn(index_loop(writer_pool.clone(), indexer.clone())),
+            tokio::spawn(writer_loop(writer, rx)),
+            tokio::spawn(index_loop(writer_pool.clone(), indexer.clone(), journal.is_none())),
             tokio::spawn(checkpoint_loop(checkpointer)),
         ];
-        Ok(SqliteStore { reader, writer_pool, writes, background })
+        Ok(SqliteStore { reader, writer_pool, writes, journal, applied, background })
+    }
+
+    /// Waits until every write acknowledged before this call is applied, so reads see them.
+    async fn settle(&self) -> Result<(), StoreError> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let target = journal.journaled();
+        let mut applied = self.applied.clone();
+        applied.wait_for(|n| *n >= target).await.map(|_| ()).map_err(|_| StoreError::Closed)
+    }
+
+    /// A durable write: through the log when this process owns it, else straight to SQLite.
+    async fn write_durable(&self, entry: Entry) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(journal) => journal.append(entry).await,
+            None => match entry {
+                Entry::Events(events) => self.write(|done| WriteOp::Insert(events, done)).await,
+                Entry::Enqueue { deliveries, alerts } => {
+                    self.write(|done| WriteOp::Enqueue { deliveries, alerts, done }).await
+                }
+                Entry::Silence(silence) => self.write(|done| WriteOp::Silence { silence, done }).await,
+            },
+        }
     }
 
     /// Indexes every stored event for full-text search now (searches call this so they never
     /// miss what was just accepted).
     async fn index_now(&self) -> Result<(), StoreError> {
-        while index_step(&self.writer_pool).await? == INDEX_STEP {}
+        while index_step(&self.writer_pool, self.journal.is_none()).await? == INDEX_STEP {}
         Ok(())
     }
 
@@ -151,9 +244,9 @@ impl SqliteStore {
 }
 
 /// Fills the full-text index behind the commits, in small steps.
-async fn index_loop(pool: SqlitePool, nudge: Arc<Notify>) {
+async fn index_loop(pool: SqlitePool, nudge: Arc<Notify>, writer_syncs: bool) {
     loop {
-        match index_step(&pool).await {
+        match index_step(&pool, writer_syncs).await {
             Ok(INDEX_STEP) => tokio::task::yield_now().await,
             Ok(_) => {
                 tokio::select! {
@@ -178,11 +271,14 @@ async fn index_loop(pool: SqlitePool, nudge: Arc<Notify>) {
 }
 
 /// Indexes up to `INDEX_STEP` events past the last indexed one; returns how many.
-async fn index_step(pool: &SqlitePool) -> Result<i64, StoreError> {
+async fn index_step(pool: &SqlitePool, writer_syncs: bool) -> Result<i64, StoreError> {
     if pool.is_closed() {
         return Err(StoreError::Closed);
     }
     let mut conn = pool.acquire().await?;
+    if !writer_syncs {
+        return index_transaction(&mut conn).await;
+    }
     // The index can be rebuilt from the events (its progress marker commits with it), so its
     // transactions need not wait for an fsync; the connection is back to FULL before anyone
     // else uses it.
@@ -249,7 +345,18 @@ async fn checkpoint_loop(pool: SqlitePool) {
     }
 }
 
-async fn writer_loop(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>, indexer: Arc<Notify>) {
+/// Applies what the log made durable, and the direct writes, one transaction per round.
+struct Writer {
+    pool: SqlitePool,
+    indexer: Arc<Notify>,
+    applied: watch::Sender<u64>,
+    /// The log's directory, when this process owns it.
+    journal_path: Option<PathBuf>,
+    /// Segments before this one are applied and synced, so they are removed.
+    durable_segment: u64,
+}
+
+async fn writer_loop(mut w: Writer, mut rx: mpsc::Receiver<WriteOp>) {
     let mut round = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut weight = first.weight();
@@ -263,27 +370,119 @@ async fn writer_loop(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>, indexer:
                 Err(_) => break,
             }
         }
-        let result = commit_round(&pool, &round).await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, ops = round.len(), "store write failed");
-        } else if round.iter().any(|op| matches!(op, WriteOp::Insert(..))) {
-            indexer.notify_one();
-        }
-        for op in round.drain(..) {
-            op.reply(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Database(e.to_string())),
-            });
+        loop {
+            let result = w.commit(&round).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, ops = round.len(), "store write failed");
+            }
+            let mut kept = Vec::new();
+            for op in round.drain(..) {
+                match (&result, op) {
+                    // Acknowledged by the log: applied later rather than lost.
+                    (Err(_), op @ WriteOp::Apply(_)) => kept.push(op),
+                    (Ok(()), op) => op.reply(Ok(())),
+                    (Err(e), op) => op.reply(Err(StoreError::Database(e.to_string()))),
+                }
+            }
+            if kept.is_empty() {
+                break;
+            }
+            round = kept;
+            if w.pool.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
 
-async fn commit_round(pool: &SqlitePool, round: &[WriteOp]) -> Result<(), StoreError> {
+impl Writer {
+    async fn commit(&mut self, round: &[WriteOp]) -> Result<(), StoreError> {
+        let upto = round.iter().filter_map(|op| if let WriteOp::Apply(d) = op { Some(d.upto) } else { None }).max();
+        // A full sync once per segment makes every earlier transaction durable too (the WAL is
+        // sequential), after which the log no longer needs the segments before this one.
+        let new_segment = upto.filter(|p| p.segment > self.durable_segment).map(|p| p.segment);
+        let sync_now = self.journal_path.is_some() && new_segment.is_some();
+        commit_round(&self.pool, round, upto, sync_now).await?;
+        if let (Some(segment), Some(dir)) = (new_segment, &self.journal_path) {
+            super::journal::remove_before(dir, segment);
+            self.durable_segment = segment;
+        }
+        if round.iter().any(|op| matches!(op, WriteOp::Insert(..) | WriteOp::Apply(_))) {
+            self.indexer.notify_one();
+        }
+        let applied: u64 = round.iter().map(|op| if let WriteOp::Apply(d) = op { d.weight } else { 0 }).sum();
+        if applied > 0 {
+            self.applied.send_modify(|n| *n += applied);
+        }
+        Ok(())
+    }
+}
+
+/// Applies what the log holds past the applied position (a crash left it unapplied), syncs,
+/// and returns the segment the log continues in.
+async fn recover(pool: &SqlitePool, dir: &JournalDir) -> Result<u64, StoreError> {
+    let (segment, offset): (i64, i64) =
+        sqlx::query_as("SELECT segment, byte_offset FROM journal_state WHERE id = 1").fetch_one(pool).await?;
+    let applied = Position { segment: segment as u64, offset: offset as u64 };
+    let recovered = dir.recover(applied)?;
+    let next = dir.next_segment(applied)?;
+    if !recovered.entries.is_empty() {
+        tracing::info!(
+            records = recovered.entries.len(),
+            upto = ?recovered.upto,
+            "applying the commit log's records left from the last run"
+        );
+    }
+    let upto = Position { segment: next, offset: 0 };
+    let weight = recovered.entries.iter().map(|e| e.weight() as u64).sum();
+    let round = [WriteOp::Apply(Durable { entries: recovered.entries, upto, weight })];
+    commit_round(pool, &round, Some(upto), true).await?;
+    dir.remove_before(next);
+    Ok(next)
+}
+
+async fn commit_round(
+    pool: &SqlitePool,
+    round: &[WriteOp],
+    upto: Option<Position>,
+    sync_now: bool,
+) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await?;
+    if sync_now {
+        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+    }
+    let result = commit_transaction(&mut conn, round, upto).await;
+    if sync_now {
+        if let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await {
+            conn.close_on_drop();
+            return Err(e.into());
+        }
+    }
+    result
+}
+
+async fn commit_transaction(
+    conn: &mut SqliteConnection,
+    round: &[WriteOp],
+    upto: Option<Position>,
+) -> Result<(), StoreError> {
     // IMMEDIATE takes the write lock up front, so the seq numbers read below stay ours even if
     // another process (a `tocsin check run`) shares the file.
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    match apply_round(&mut conn, round).await {
+    let applied = async {
+        apply_round(conn, round).await?;
+        if let Some(p) = upto {
+            sqlx::query("UPDATE journal_state SET segment = ?, byte_offset = ? WHERE id = 1")
+                .bind(p.segment as i64)
+                .bind(p.offset as i64)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok::<(), StoreError>(())
+    }
+    .await;
+    match applied {
         Ok(()) => {
             sqlx::query("COMMIT").execute(&mut *conn).await?;
             Ok(())
@@ -296,21 +495,38 @@ async fn commit_round(pool: &SqlitePool, round: &[WriteOp]) -> Result<(), StoreE
 }
 
 async fn apply_round(conn: &mut SqliteConnection, round: &[WriteOp]) -> Result<(), StoreError> {
-    let events: Vec<&NewEvent> =
-        round.iter().filter_map(|op| if let WriteOp::Insert(e, _) = op { Some(e) } else { None }).flatten().collect();
+    // Events first, in arrival order: later writes in the round (a tick's alert states) then
+    // land on top of what the events did.
+    let mut events: Vec<&NewEvent> = Vec::new();
+    for op in round {
+        match op {
+            WriteOp::Insert(batch, _) => events.extend(batch),
+            WriteOp::Apply(durable) => {
+                for entry in &durable.entries {
+                    if let Entry::Events(batch) = entry {
+                        events.extend(batch);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     if !events.is_empty() {
         insert_events(conn, &events).await?;
     }
     for op in round {
         match op {
             WriteOp::Insert(..) => {}
-            WriteOp::Enqueue { deliveries, alerts, .. } => {
-                let rows: Vec<(Option<i64>, &NewDelivery)> = deliveries.iter().map(|d| (None, d)).collect();
-                insert_deliveries(conn, &rows).await?;
-                for alert in alerts {
-                    save_alert(conn, alert, None).await?;
+            WriteOp::Apply(durable) => {
+                for entry in &durable.entries {
+                    match entry {
+                        Entry::Events(_) => {}
+                        Entry::Enqueue { deliveries, alerts } => enqueue_rows(conn, deliveries, alerts).await?,
+                        Entry::Silence(silence) => save_silence(conn, silence).await?,
+                    }
                 }
             }
+            WriteOp::Enqueue { deliveries, alerts, .. } => enqueue_rows(conn, deliveries, alerts).await?,
             WriteOp::Delivered { batch, at, .. } => {
                 let mut qb =
                     QueryBuilder::<Sqlite>::new("UPDATE outbox SET state = 1, attempts = attempts + 1, updated_at = ");
@@ -334,20 +550,36 @@ async fn apply_round(conn: &mut SqliteConnection, round: &[WriteOp]) -> Result<(
                 push_batch_filter(&mut qb, batch);
                 qb.build().execute(&mut *conn).await?;
             }
-            WriteOp::Silence { silence, .. } => {
-                sqlx::query(
-                    "INSERT INTO silences (id, starts_at, ends_at, body) VALUES (?, ?, ?, ?) \
-                     ON CONFLICT (id) DO UPDATE SET starts_at = excluded.starts_at, ends_at = excluded.ends_at, body = excluded.body",
-                )
-                .bind(silence.id.to_string())
-                .bind(micros(silence.starts_at))
-                .bind(micros(silence.ends_at))
-                .bind(serde_json::to_string(silence).expect("silences serialize"))
-                .execute(&mut *conn)
-                .await?;
-            }
+            WriteOp::Silence { silence, .. } => save_silence(conn, silence).await?,
         }
     }
+    Ok(())
+}
+
+async fn enqueue_rows(
+    conn: &mut SqliteConnection,
+    deliveries: &[NewDelivery],
+    alerts: &[Alert],
+) -> Result<(), StoreError> {
+    let rows: Vec<(Option<i64>, &NewDelivery)> = deliveries.iter().map(|d| (None, d)).collect();
+    insert_deliveries(conn, &rows).await?;
+    for alert in alerts {
+        save_alert(conn, alert, None).await?;
+    }
+    Ok(())
+}
+
+async fn save_silence(conn: &mut SqliteConnection, silence: &Silence) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO silences (id, starts_at, ends_at, body) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET starts_at = excluded.starts_at, ends_at = excluded.ends_at, body = excluded.body",
+    )
+    .bind(silence.id.to_string())
+    .bind(micros(silence.starts_at))
+    .bind(micros(silence.ends_at))
+    .bind(serde_json::to_string(silence).expect("silences serialize"))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -495,6 +727,11 @@ fn chunked(mut n: usize) -> Vec<usize> {
     out
 }
 
+/// A path SQLite opens as a file of its own (not `:memory:`, not a URI with options).
+fn is_file_path(path: &str) -> bool {
+    !path.is_empty() && !path.starts_with(':') && !path.contains('?') && !path.starts_with("file:")
+}
+
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
@@ -557,10 +794,11 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        self.write(|done| WriteOp::Insert(events, done)).await
+        self.write_durable(Entry::Events(events)).await
     }
 
     async fn search_events(&self, query: &EventQuery) -> Result<Page<Event>, StoreError> {
+        self.settle().await?;
         let limit = query.limit.clamp(1, 1000) as i64;
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT seq, ts, body FROM events WHERE 1=1");
         if let Some(user) = &query.user {
@@ -610,10 +848,11 @@ impl Store for SqliteStore {
         if deliveries.is_empty() && alerts.is_empty() {
             return Ok(());
         }
-        self.write(|done| WriteOp::Enqueue { deliveries, alerts, done }).await
+        self.write_durable(Entry::Enqueue { deliveries, alerts }).await
     }
 
     async fn pending_destinations(&self) -> Result<Vec<String>, StoreError> {
+        self.settle().await?;
         Ok(sqlx::query_scalar("SELECT DISTINCT destination FROM outbox WHERE state = 0")
             .fetch_all(&self.reader)
             .await?)
@@ -625,6 +864,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.settle().await?;
         let rows = sqlx::query(&format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 0 AND destination = ? AND not_before <= ? \
              ORDER BY not_before, id LIMIT ?"
@@ -638,6 +878,7 @@ impl Store for SqliteStore {
     }
 
     async fn batch_entries(&self, batch: &Batch, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.settle().await?;
         let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox"));
         push_batch_filter(&mut qb, batch);
         qb.push(" ORDER BY id LIMIT ").push_bind(limit as i64);
@@ -646,6 +887,7 @@ impl Store for SqliteStore {
     }
 
     async fn batch_summary(&self, batch: &Batch) -> Result<BatchSummary, StoreError> {
+        self.settle().await?;
         let mut qb = QueryBuilder::<Sqlite>::new(
             "SELECT kind, COUNT(*) AS n, MAX(id) AS max_id, MIN(created_at) AS first_at, MAX(created_at) AS last_at FROM outbox",
         );
@@ -673,6 +915,7 @@ impl Store for SqliteStore {
     }
 
     async fn next_due(&self, destination: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.settle().await?;
         let next: Option<i64> =
             sqlx::query_scalar("SELECT MIN(not_before) FROM outbox WHERE state = 0 AND destination = ?")
                 .bind(destination)
@@ -703,6 +946,7 @@ impl Store for SqliteStore {
     }
 
     async fn dead_letters(&self, limit: u32, before: Option<i64>) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.settle().await?;
         let rows = sqlx::query(&format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 2 AND id < ? ORDER BY id DESC LIMIT ?"
         ))
@@ -714,6 +958,7 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.settle().await?;
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM outbox WHERE state = 0) AS pending, \
                     (SELECT COUNT(*) FROM outbox WHERE state = 2) AS dead",
@@ -727,6 +972,7 @@ impl Store for SqliteStore {
     }
 
     async fn load_alerts(&self, since: DateTime<Utc>) -> Result<Vec<Alert>, StoreError> {
+        self.settle().await?;
         let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM alerts WHERE status = 0 OR updated_at >= ?")
             .bind(micros(since))
             .fetch_all(&self.reader)
@@ -738,6 +984,7 @@ impl Store for SqliteStore {
     }
 
     async fn firing_alerts(&self, limit: u32, cursor: Option<&str>) -> Result<AlertPage, StoreError> {
+        self.settle().await?;
         let limit = limit.clamp(1, 1000) as i64;
         let total: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE status = 0").fetch_one(&self.reader).await?;
@@ -778,6 +1025,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert_event(&self, fingerprint: &str) -> Result<Option<Event>, StoreError> {
+        self.settle().await?;
         let body: Option<Option<String>> = sqlx::query_scalar("SELECT event FROM alerts WHERE fingerprint = ?")
             .bind(fingerprint)
             .fetch_optional(&self.reader)
@@ -788,11 +1036,11 @@ impl Store for SqliteStore {
     }
 
     async fn insert_silence(&self, silence: &Silence) -> Result<(), StoreError> {
-        let silence = silence.clone();
-        self.write(|done| WriteOp::Silence { silence, done }).await
+        self.write_durable(Entry::Silence(silence.clone())).await
     }
 
     async fn silences(&self, ended_after: DateTime<Utc>) -> Result<Vec<Silence>, StoreError> {
+        self.settle().await?;
         let bodies: Vec<String> =
             sqlx::query_scalar("SELECT body FROM silences WHERE ends_at > ? ORDER BY starts_at DESC, id")
                 .bind(micros(ended_after))
@@ -805,6 +1053,7 @@ impl Store for SqliteStore {
     }
 
     async fn expire_silence(&self, id: uuid::Uuid, at: DateTime<Utc>) -> Result<Silence, StoreError> {
+        self.settle().await?;
         let body: Option<String> = sqlx::query_scalar("SELECT body FROM silences WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&self.reader)
@@ -822,6 +1071,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.settle().await?;
         let cutoff = micros(before);
         let mut total = 0u64;
         // Small batches keep each write transaction short, so ingest is never held up for long.
@@ -876,6 +1126,13 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Some(journal) = &self.journal {
+            journal.close().await;
+            // What the log acknowledged is applied now rather than at the next start.
+            if tokio::time::timeout(Duration::from_secs(10), self.settle()).await.is_err() {
+                tracing::warn!("closing with commit-log records unapplied; they are applied at the next start");
+            }
+        }
         self.reader.close().await;
         self.writer_pool.close().await;
         for task in &self.background {

@@ -279,3 +279,50 @@ async fn alerts_and_silences_round_trip() {
     assert!(store.silences(now + chrono::Duration::minutes(2)).await.unwrap().is_empty());
     assert!(matches!(store.expire_silence(uuid::Uuid::nil(), now).await, Err(StoreError::NotFound)));
 }
+
+fn all_events() -> EventQuery {
+    EventQuery { limit: 1000, ..Default::default() }
+}
+
+#[tokio::test]
+async fn what_the_log_acknowledged_but_sqlite_never_saw_is_applied_at_the_next_open() {
+    use crate::store::journal::{Entry, Journal, JournalDir};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    // A run that made a write durable and died before applying it.
+    SqliteStore::open_store(path.to_str().unwrap()).await.unwrap().close().await;
+    let journal_dir = JournalDir::open(&path).unwrap().expect("the closed store released the log");
+    let next = journal_dir.next_segment(Default::default()).unwrap();
+    let journal = Journal::start(journal_dir, next, |_| true).unwrap();
+    let e = event(json!({"kind": "user.registered", "title": "never applied"}), "2026-11-21T10:00:00Z");
+    let owed = delivery("hook", &e);
+    journal.append(Entry::Events(vec![NewEvent::plain(e, vec![owed])])).await.unwrap();
+    journal.close().await;
+
+    let store = SqliteStore::open_store(path.to_str().unwrap()).await.unwrap();
+    let found = store.search_events(&all_events()).await.unwrap();
+    assert_eq!(found.items.iter().map(|e| e.title.as_deref()).collect::<Vec<_>>(), [Some("never applied")]);
+    assert_eq!(store.pending_destinations().await.unwrap(), ["hook"]);
+    store.close().await;
+
+    // Applied once: a third open finds one event, not two.
+    let store = SqliteStore::open_store(path.to_str().unwrap()).await.unwrap();
+    assert_eq!(store.search_events(&all_events()).await.unwrap().items.len(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_second_process_writes_directly_and_the_first_reads_it() {
+    let (dir, owner) = store().await;
+    let path = dir.path().join("t.db");
+    let other = SqliteStore::open_store(path.to_str().unwrap()).await.unwrap();
+    assert!(owner.journal.is_some() && other.journal.is_none(), "one owner of the log at a time");
+    let e = event(json!({"kind": "check.ok", "title": "from the command line"}), "2026-11-21T10:00:00Z");
+    other.insert_events(vec![NewEvent::plain(e, vec![])]).await.unwrap();
+    let e = event(json!({"kind": "check.ok", "title": "from the daemon"}), "2026-11-21T10:01:00Z");
+    owner.insert_events(vec![NewEvent::plain(e, vec![])]).await.unwrap();
+    let seen = owner.search_events(&all_events()).await.unwrap();
+    assert_eq!(seen.items.len(), 2);
+    other.close().await;
+    owner.close().await;
+}
