@@ -172,6 +172,23 @@ fill() { # label target url pid
     part=$(( part + 1 ))
   done
   log "$label: $(( 1000000 - left )) events stored"
+  settled "$label" "$target" "$url" "$pid"
+}
+
+# Resident memory once the server has everything stored and sits idle: one search (tocsin's
+# waits for what was accepted to be applied and indexed), then 2 s of quiet.
+settled() { # label target url pid
+  local label=$1 target=$2 url=$3 pid=$4
+  if [[ "$target" == tocsin ]]; then
+    curl -fsS -o /dev/null -H "Authorization: Bearer bench-key" "$url/api/v1/events?q=bench&limit=1" || true
+  fi
+  sleep 2
+  local rss hwm
+  rss=$(awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
+  hwm=$(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
+  log "$label settled: VmRSS $rss MiB (VmHWM $hwm MiB)"
+  printf '{"label":"%s-settled","target":"%s","rss_mib":%s,"hwm_mib":%s}\n' "$label" "$target" "$rss" "$hwm" \
+    >>"$OUT/results.jsonl"
 }
 
 : >"$OUT/results.jsonl"

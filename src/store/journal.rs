@@ -422,6 +422,10 @@ fn take_segment(dir: &JournalDir, segment: u64) -> Result<(File, bool), StoreErr
 }
 
 /// Writes `spare.log`: zeros, synced, renamed into place.
+///
+/// The zeros go out one page at a time: a file written in large chunks is cached in large
+/// folios (Linux 6.x), and an `fdatasync` after a small append then writes a whole folio —
+/// measured here: 2 MiB of disk writes per sync instead of 4 KiB.
 fn prepare(dir: &Path) -> io::Result<()> {
     let spare = dir.join("spare.log");
     if spare.exists() {
@@ -429,9 +433,9 @@ fn prepare(dir: &Path) -> io::Result<()> {
     }
     let tmp = dir.join("spare.tmp");
     let mut file = File::create(&tmp)?;
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..SEGMENT_SIZE / zeros.len() as u64 {
-        file.write_all(&zeros)?;
+    let page = [0u8; 4096];
+    for _ in 0..SEGMENT_SIZE / page.len() as u64 {
+        file.write_all(&page)?;
     }
     file.sync_all()?;
     fs::rename(&tmp, &spare)?;
