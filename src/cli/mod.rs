@@ -71,8 +71,18 @@ enum ConfigCommand {
 }
 
 pub fn main() -> ExitCode {
+    main_with_idle_hook(|| {})
+}
+
+/// `main`, with `on_idle` run by a runtime thread that goes idle (at most once a second per
+/// thread): the binary hands the allocator's "return what is free" here.
+pub fn main_with_idle_hook(on_idle: fn()) -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(move || idle_at_most_once_a_second(on_idle))
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -80,6 +90,21 @@ pub fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cli))
+}
+
+fn idle_at_most_once_a_second(on_idle: fn()) {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    LAST.with(|last| {
+        let now = Instant::now();
+        if last.get().is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            last.set(Some(now));
+            on_idle();
+        }
+    });
 }
 
 async fn run(cli: Cli) -> ExitCode {

@@ -135,7 +135,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", "-4096")
+            // Page caches are per connection and SQLite's memory is outside the Rust allocator:
+            // small for readers (indexed lookups), larger for the one writer (index inserts).
+            .pragma("cache_size", "-2048")
             .pragma("temp_store", "memory");
         // Checkpoints run on their own connection in the background, never inside a commit.
         let writer_options = base
@@ -168,7 +170,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
         let checkpointer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(base.clone().synchronous(SqliteSynchronous::Full))
+            .connect_with(base.clone().synchronous(SqliteSynchronous::Full).pragma("cache_size", "-256"))
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
         let (writes, rx) = mpsc::channel(1024);
