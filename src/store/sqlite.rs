@@ -129,6 +129,9 @@ impl SqliteStore {
 
     pub async fn open_store(path: &str) -> Result<SqliteStore, StoreError> {
         let journal_dir = if is_file_path(path) { JournalDir::open(Path::new(path))? } else { None };
+        if journal_dir.is_none() && is_file_path(path) {
+            tracing::info!(path, "another process owns the commit log; writing to SQLite directly (fsync per commit)");
+        }
         // With the log, a commit here need not sync: the log already holds what it applies.
         let writer_sync = if journal_dir.is_some() { SqliteSynchronous::Normal } else { SqliteSynchronous::Full };
         let base = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
