@@ -155,6 +155,9 @@ scenarios() { # prefix target url pid
   local achieved
   achieved=$(jq -s --arg l "$p-single" 'map(select(.label == $l))[0].requests_per_s / 2 | floor' "$OUT/results.jsonl")
   run "$p-halfmax" "$t" "$u" "$pid" --mode single --connections "$CONNS" --rate "$achieved" --duration "$DURATION"
+  # Latency is measured on a server that has caught up with the bursts above (tocsin: every
+  # accepted event applied and full-text indexed), as in steady operation.
+  catch_up "$t" "$u"
   run "$p-notify" "$t" "$u" "$pid" --mode single --connections 4 --rate 200 --duration "$DURATION" \
     --kind bench.latency --receiver "127.0.0.1:$HOOK_PORT"
 }
@@ -175,14 +178,19 @@ fill() { # label target url pid
   settled "$label" "$target" "$url" "$pid"
 }
 
+catch_up() { # target url
+  if [[ "$1" == tocsin ]]; then
+    curl -fsS -o /dev/null -H "Authorization: Bearer bench-key" "$2/api/v1/events?q=bench&limit=1" || true
+  fi
+  sleep 1
+}
+
 # Resident memory once the server has everything stored and sits idle: one search (tocsin's
 # waits for what was accepted to be applied and indexed), then 2 s of quiet.
 settled() { # label target url pid
   local label=$1 target=$2 url=$3 pid=$4
-  if [[ "$target" == tocsin ]]; then
-    curl -fsS -o /dev/null -H "Authorization: Bearer bench-key" "$url/api/v1/events?q=bench&limit=1" || true
-  fi
-  sleep 2
+  catch_up "$target" "$url"
+  sleep 1
   local rss hwm
   rss=$(awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
   hwm=$(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")

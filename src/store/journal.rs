@@ -264,6 +264,11 @@ impl Journal {
         self.journaled.load(Ordering::Acquire)
     }
 
+    /// The counter behind `journaled`, for tasks that outlive a borrow of the journal.
+    pub fn journaled_counter(&self) -> Arc<AtomicU64> {
+        self.journaled.clone()
+    }
+
     /// Stops accepting appends, lets the thread finish what it holds, and releases the log.
     pub async fn close(&self) {
         self.appends.lock().expect("journal sender").take();

@@ -116,7 +116,10 @@ pub struct SqliteStore {
 
 /// Rows indexed per indexer transaction: small, so ingest rounds never wait long for the
 /// shared write connection.
-const INDEX_STEP: i64 = 1000;
+const INDEX_STEP: i64 = 250;
+/// How long the indexer waits for the writer to have nothing acknowledged left to apply
+/// before it takes the write connection anyway (so it is never starved).
+const INDEX_YIELD: Duration = Duration::from_millis(200);
 /// How long the indexer lets commits accumulate before indexing them.
 const INDEX_GATHER: Duration = Duration::from_millis(100);
 /// How often the WAL is copied back into the database file, off the commit path.
@@ -203,7 +206,11 @@ impl SqliteStore {
         };
         let background = vec![
             tokio::spawn(writer_loop(writer, rx)),
-            tokio::spawn(index_loop(writer_pool.clone(), indexer.clone(), journal.is_none())),
+            tokio::spawn(index_loop(
+                writer_pool.clone(),
+                indexer.clone(),
+                journal.as_ref().map(|j| (j.journaled_counter(), applied.clone())),
+            )),
             tokio::spawn(checkpoint_loop(checkpointer)),
         ];
         Ok(SqliteStore { reader, writer_pool, writes, journal, applied, background })
@@ -249,8 +256,22 @@ impl SqliteStore {
 }
 
 /// Fills the full-text index behind the commits, in small steps.
-async fn index_loop(pool: SqlitePool, nudge: Arc<Notify>, writer_syncs: bool) {
+/// With the commit log, `backlog` tells what was acknowledged and what applied: the indexer
+/// shares the write connection, so it lets the writer empty its backlog first, and
+/// acknowledged events reach SQLite (and their notifications go out) without waiting behind
+/// an index step.
+async fn index_loop(
+    pool: SqlitePool,
+    nudge: Arc<Notify>,
+    backlog: Option<(Arc<std::sync::atomic::AtomicU64>, watch::Receiver<u64>)>,
+) {
+    let writer_syncs = backlog.is_none();
     loop {
+        if let Some((journaled, applied)) = &backlog {
+            let target = journaled.load(std::sync::atomic::Ordering::Acquire);
+            let mut applied = applied.clone();
+            let _ = tokio::time::timeout(INDEX_YIELD, applied.wait_for(|n| *n >= target)).await;
+        }
         match index_step(&pool, writer_syncs).await {
             Ok(INDEX_STEP) => tokio::task::yield_now().await,
             Ok(_) => {
