@@ -32,10 +32,13 @@ use crate::alert::Alert;
 use crate::silence::Silence;
 
 /// Size a segment is prepared at; the log moves to a new segment once this one is full.
-const SEGMENT_SIZE: u64 = 16 << 20;
+/// (Small under test, so tests cross segments with a few thousand events.)
+const SEGMENT_SIZE: u64 = if cfg!(test) { 1 << 20 } else { 16 << 20 };
 /// A round writes at most this much before its fsync, so one round's callers never wait long.
-const MAX_ROUND_BYTES: usize = 4 << 20;
+const MAX_ROUND_BYTES: usize = if cfg!(test) { 128 << 10 } else { 4 << 20 };
 const HEADER: usize = 8;
+/// Rows gathered into one round at most (they also wait in memory until applied).
+const MAX_ROUND_WEIGHT: usize = 8192;
 
 /// A durable write, as the log holds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,9 +296,9 @@ struct LogWriter {
 impl LogWriter {
     fn open(dir: JournalDir, segment: u64, journaled: Arc<AtomicU64>) -> Result<LogWriter, StoreError> {
         let (file, prepared) = take_segment(&dir, segment)?;
-        let mut writer = LogWriter { dir, segment, file, offset: 0, prepared, spare: None, journaled };
-        writer.prepare_spare();
-        Ok(writer)
+        // The spare is prepared after the first write: a command that opens the store and
+        // writes nothing should not write a segment's worth of zeros.
+        Ok(LogWriter { dir, segment, file, offset: 0, prepared, spare: None, journaled })
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Append>, mut apply: impl FnMut(Durable) -> bool) {
@@ -304,7 +307,7 @@ impl LogWriter {
         while let Some(first) = rx.blocking_recv() {
             round.push(first);
             let mut weight = round[0].entry.weight();
-            while weight < 8192 {
+            while weight < MAX_ROUND_WEIGHT {
                 match rx.try_recv() {
                     Ok(next) => {
                         weight += next.entry.weight();
@@ -366,8 +369,11 @@ impl LogWriter {
         if self.offset >= SEGMENT_SIZE - MAX_ROUND_BYTES as u64 {
             return true;
         }
-        // Started on an unprepared file: move to the spare as soon as it is ready.
-        !self.prepared && self.spare.as_ref().is_some_and(|s| s.is_finished())
+        // Started on an unprepared file: move to the spare as soon as it is ready (a failed
+        // preparation leaves no spare, and the log stays where it is).
+        !self.prepared
+            && self.spare.as_ref().is_some_and(|s| s.is_finished())
+            && self.dir.path.join("spare.log").exists()
     }
 
     fn rotate(&mut self) -> Result<(), StoreError> {
@@ -399,6 +405,9 @@ impl LogWriter {
             return Err(e);
         }
         self.offset += buf.len() as u64;
+        if self.spare.is_none() {
+            self.prepare_spare();
+        }
         Ok(Position { segment: self.segment, offset: self.offset })
     }
 }

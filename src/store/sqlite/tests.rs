@@ -326,3 +326,49 @@ async fn a_second_process_writes_directly_and_the_first_reads_it() {
     other.close().await;
     owner.close().await;
 }
+
+#[tokio::test]
+async fn applied_segments_are_removed_and_nothing_is_lost_across_them() {
+    let (dir, store) = store().await;
+    let path = dir.path().join("t.db");
+    // A few megabytes of log: several segments at the test segment size.
+    for round in 0..40 {
+        let batch = (0..100)
+            .map(|i| {
+                let e = event(
+                    json!({"kind": "bulk.load", "title": format!("r{round} e{i}"), "text": "x".repeat(400)}),
+                    "2026-11-21T10:00:00Z",
+                );
+                NewEvent::plain(e, vec![])
+            })
+            .collect();
+        store.insert_events(batch).await.unwrap();
+    }
+    assert_eq!(store.outbox_counts().await.unwrap().pending, 0);
+    let segments = || {
+        std::fs::read_dir(dir.path().join("t.db.journal"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log"))
+            .filter(|e| e.as_ref().unwrap().file_name() != "spare.log")
+            .count()
+    };
+    let newest = std::fs::read_dir(dir.path().join("t.db.journal"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_suffix(".log")?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    assert!(newest >= 3, "the log moved through several segments (now at {newest})");
+    assert!(segments() <= 2, "applied segments are removed, {} left", segments());
+    store.close().await;
+    let store = SqliteStore::open_store(path.to_str().unwrap()).await.unwrap();
+    let q = EventQuery { limit: 1, kind: Some("bulk.load".into()), ..Default::default() };
+    let mut seen = 0;
+    let mut page = store.search_events(&q).await.unwrap();
+    loop {
+        seen += page.items.len();
+        let Some(cursor) = page.next_cursor.clone() else { break };
+        page = store.search_events(&EventQuery { cursor: Some(cursor), limit: 1000, ..q.clone() }).await.unwrap();
+    }
+    assert_eq!(seen, 4000);
+    store.close().await;
+}
