@@ -150,7 +150,7 @@ impl SqliteStore {
             .clone()
             .create_if_missing(true)
             .synchronous(writer_sync)
-            .pragma("cache_size", "-8192")
+            .pragma("cache_size", "-4096")
             .pragma("wal_autocheckpoint", "0");
         let writer_pool = SqlitePoolOptions::new()
             .max_connections(1)
