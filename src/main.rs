@@ -29,5 +29,5 @@ fn main() -> std::process::ExitCode {
 #[allow(unsafe_code)]
 fn collect_freed_memory() {
     // SAFETY: mi_collect only walks this thread's own heap.
-    unsafe { libmimalloc_sys::mi_collect(false) }
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }

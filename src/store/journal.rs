@@ -302,7 +302,7 @@ impl LogWriter {
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Append>, mut apply: impl FnMut(Durable) -> bool) {
-        let mut buf = Vec::with_capacity(1 << 20);
+        let mut buf = Vec::with_capacity(64 << 10);
         let mut round: Vec<Append> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             round.push(first);
@@ -327,6 +327,10 @@ impl LogWriter {
                     piece.push(append);
                 }
                 let result = self.write_durably(&buf);
+                // A burst grows the buffer to MAX_ROUND_BYTES; quiet rounds give that back.
+                if buf.len() < 64 << 10 && buf.capacity() > 1 << 20 {
+                    buf = Vec::with_capacity(64 << 10);
+                }
                 match result {
                     Ok(upto) => {
                         let (entries, dones): (Vec<Entry>, Vec<_>) =
