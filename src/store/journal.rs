@@ -262,12 +262,7 @@ impl Journal {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// The weight of what was made durable so far.
-    pub fn journaled(&self) -> u64 {
-        self.journaled.load(Ordering::Acquire)
-    }
-
-    /// The counter behind `journaled`, for tasks that outlive a borrow of the journal.
+    /// The weight of what was made durable so far, as a shared counter.
     pub fn journaled_counter(&self) -> Arc<AtomicU64> {
         self.journaled.clone()
     }

@@ -39,12 +39,8 @@ use crate::silence::Silence;
 enum WriteOp {
     /// Records the commit log made durable; applied in log order, never answered.
     Apply(Durable),
-    Insert(Vec<NewEvent>, Done),
-    Enqueue {
-        deliveries: Vec<NewDelivery>,
-        alerts: Vec<Alert>,
-        done: Done,
-    },
+    /// A durable write when another process owns the log: committed here with a full sync.
+    Direct(Entry, Done),
     Delivered {
         batch: Batch,
         at: i64,
@@ -63,10 +59,6 @@ enum WriteOp {
         at: i64,
         done: Done,
     },
-    Silence {
-        silence: Silence,
-        done: Done,
-    },
 }
 
 type Done = oneshot::Sender<Result<(), StoreError>>;
@@ -75,21 +67,27 @@ impl WriteOp {
     fn weight(&self) -> usize {
         match self {
             WriteOp::Apply(durable) => durable.weight as usize,
-            WriteOp::Insert(events, _) => events.len(),
-            WriteOp::Enqueue { deliveries, alerts, .. } => deliveries.len() + alerts.len(),
+            WriteOp::Direct(entry, _) => entry.weight(),
             _ => 1,
+        }
+    }
+
+    /// The durable writes it carries, in order.
+    fn entries(&self) -> &[Entry] {
+        match self {
+            WriteOp::Apply(durable) => &durable.entries,
+            WriteOp::Direct(entry, _) => std::slice::from_ref(entry),
+            _ => &[],
         }
     }
 
     fn reply(self, result: Result<(), StoreError>) {
         let done = match self {
             WriteOp::Apply(_) => return,
-            WriteOp::Insert(_, done)
-            | WriteOp::Enqueue { done, .. }
+            WriteOp::Direct(_, done)
             | WriteOp::Delivered { done, .. }
             | WriteOp::Attempt { done, .. }
-            | WriteOp::Dead { done, .. }
-            | WriteOp::Silence { done, .. } => done,
+            | WriteOp::Dead { done, .. } => done,
         };
         let _ = done.send(result);
     }
@@ -109,8 +107,8 @@ pub struct SqliteStore {
     writes: mpsc::Sender<WriteOp>,
     /// The commit log, when this process owns it.
     journal: Option<Journal>,
-    /// How many log records the writer has applied (compared with `Journal::journaled`).
-    applied: watch::Receiver<u64>,
+    /// What the writer has applied of what the log acknowledged.
+    backlog: Option<Backlog>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -209,32 +207,27 @@ impl SqliteStore {
             tokio::spawn(index_loop(
                 writer_pool.clone(),
                 indexer.clone(),
-                journal.as_ref().map(|j| (j.journaled_counter(), applied.clone())),
+                journal.as_ref().map(|j| Backlog { journaled: j.journaled_counter(), applied: applied.clone() }),
             )),
             tokio::spawn(checkpoint_loop(checkpointer)),
         ];
-        Ok(SqliteStore { reader, writer_pool, writes, journal, applied, background })
+        let backlog = journal.as_ref().map(|j| Backlog { journaled: j.journaled_counter(), applied });
+        Ok(SqliteStore { reader, writer_pool, writes, journal, backlog, background })
     }
 
     /// Waits until every write acknowledged before this call is applied, so reads see them.
     async fn settle(&self) -> Result<(), StoreError> {
-        let Some(journal) = &self.journal else { return Ok(()) };
-        let target = journal.journaled();
-        let mut applied = self.applied.clone();
-        applied.wait_for(|n| *n >= target).await.map(|_| ()).map_err(|_| StoreError::Closed)
+        match &self.backlog {
+            Some(backlog) => backlog.applied().await,
+            None => Ok(()),
+        }
     }
 
     /// A durable write: through the log when this process owns it, else straight to SQLite.
     async fn write_durable(&self, entry: Entry) -> Result<(), StoreError> {
         match &self.journal {
             Some(journal) => journal.append(entry).await,
-            None => match entry {
-                Entry::Events(events) => self.write(|done| WriteOp::Insert(events, done)).await,
-                Entry::Enqueue { deliveries, alerts } => {
-                    self.write(|done| WriteOp::Enqueue { deliveries, alerts, done }).await
-                }
-                Entry::Silence(silence) => self.write(|done| WriteOp::Silence { silence, done }).await,
-            },
+            None => self.write(|done| WriteOp::Direct(entry, done)).await,
         }
     }
 
@@ -256,21 +249,30 @@ impl SqliteStore {
 }
 
 /// Fills the full-text index behind the commits, in small steps.
+/// What the log acknowledged (its weight so far) against what the writer applied.
+struct Backlog {
+    journaled: Arc<std::sync::atomic::AtomicU64>,
+    applied: watch::Receiver<u64>,
+}
+
+impl Backlog {
+    /// Returns once everything acknowledged before the call is applied.
+    async fn applied(&self) -> Result<(), StoreError> {
+        let target = self.journaled.load(std::sync::atomic::Ordering::Acquire);
+        let mut applied = self.applied.clone();
+        applied.wait_for(|n| *n >= target).await.map(|_| ()).map_err(|_| StoreError::Closed)
+    }
+}
+
 /// With the commit log, `backlog` tells what was acknowledged and what applied: the indexer
 /// shares the write connection, so it lets the writer empty its backlog first, and
 /// acknowledged events reach SQLite (and their notifications go out) without waiting behind
 /// an index step.
-async fn index_loop(
-    pool: SqlitePool,
-    nudge: Arc<Notify>,
-    backlog: Option<(Arc<std::sync::atomic::AtomicU64>, watch::Receiver<u64>)>,
-) {
+async fn index_loop(pool: SqlitePool, nudge: Arc<Notify>, backlog: Option<Backlog>) {
     let writer_syncs = backlog.is_none();
     loop {
-        if let Some((journaled, applied)) = &backlog {
-            let target = journaled.load(std::sync::atomic::Ordering::Acquire);
-            let mut applied = applied.clone();
-            let _ = tokio::time::timeout(INDEX_YIELD, applied.wait_for(|n| *n >= target)).await;
+        if let Some(backlog) = &backlog {
+            let _ = tokio::time::timeout(INDEX_YIELD, backlog.applied()).await;
         }
         match index_step(&pool, writer_syncs).await {
             Ok(INDEX_STEP) => tokio::task::yield_now().await,
@@ -434,7 +436,7 @@ impl Writer {
             super::journal::remove_before(dir, segment);
             self.durable_segment = segment;
         }
-        if round.iter().any(|op| matches!(op, WriteOp::Insert(..) | WriteOp::Apply(_))) {
+        if round.iter().flat_map(WriteOp::entries).any(|e| matches!(e, Entry::Events(_))) {
             self.indexer.notify_one();
         }
         let applied: u64 = round.iter().map(|op| if let WriteOp::Apply(d) = op { d.weight } else { 0 }).sum();
@@ -523,28 +525,18 @@ async fn commit_transaction(
 async fn apply_round(conn: &mut SqliteConnection, round: &[WriteOp]) -> Result<(), StoreError> {
     // Events first, in arrival order: later writes in the round (a tick's alert states) then
     // land on top of what the events did.
-    let mut events: Vec<&NewEvent> = Vec::new();
-    for op in round {
-        match op {
-            WriteOp::Insert(batch, _) => events.extend(batch),
-            WriteOp::Apply(durable) => {
-                for entry in &durable.entries {
-                    if let Entry::Events(batch) = entry {
-                        events.extend(batch);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    let events: Vec<&NewEvent> = round
+        .iter()
+        .flat_map(WriteOp::entries)
+        .flat_map(|entry| if let Entry::Events(batch) = entry { batch.as_slice() } else { &[] })
+        .collect();
     if !events.is_empty() {
         insert_events(conn, &events).await?;
     }
     for op in round {
         match op {
-            WriteOp::Insert(..) => {}
-            WriteOp::Apply(durable) => {
-                for entry in &durable.entries {
+            WriteOp::Apply(_) | WriteOp::Direct(..) => {
+                for entry in op.entries() {
                     match entry {
                         Entry::Events(_) => {}
                         Entry::Enqueue { deliveries, alerts } => enqueue_rows(conn, deliveries, alerts).await?,
@@ -552,7 +544,6 @@ async fn apply_round(conn: &mut SqliteConnection, round: &[WriteOp]) -> Result<(
                     }
                 }
             }
-            WriteOp::Enqueue { deliveries, alerts, .. } => enqueue_rows(conn, deliveries, alerts).await?,
             WriteOp::Delivered { batch, at, .. } => {
                 let mut qb =
                     QueryBuilder::<Sqlite>::new("UPDATE outbox SET state = 1, attempts = attempts + 1, updated_at = ");
@@ -576,7 +567,6 @@ async fn apply_round(conn: &mut SqliteConnection, round: &[WriteOp]) -> Result<(
                 push_batch_filter(&mut qb, batch);
                 qb.build().execute(&mut *conn).await?;
             }
-            WriteOp::Silence { silence, .. } => save_silence(conn, silence).await?,
         }
     }
     Ok(())
