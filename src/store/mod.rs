@@ -12,6 +12,7 @@ pub mod sqlite;
 mod sqlite_samples;
 mod sqlite_slack_threads;
 mod sqlite_sources;
+mod sqlite_writer;
 
 use std::sync::Arc;
 

@@ -183,13 +183,6 @@ async fn prune_removes_old_events_and_their_search_entries() {
     assert!(hits.items.is_empty());
 }
 
-#[test]
-fn chunking_covers_every_row() {
-    for n in [0, 1, 7, 256, 300, 1000, 4096] {
-        assert_eq!(chunked(n).iter().sum::<usize>(), n);
-    }
-}
-
 #[tokio::test]
 async fn batches_count_and_settle_a_whole_group() {
     let (_dir, store) = store().await;
