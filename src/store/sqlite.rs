@@ -3,7 +3,7 @@
 //! Writes that must be durable (events with their outbox rows and alert states, queued
 //! messages, silences) are appended to the commit log (`journal.rs`), which gathers whatever
 //! concurrent callers have queued into one fsync'd append (group commit). The log hands each
-//! durable round to one writer task that applies it to SQLite behind the acknowledgement, in
+//! durable round to the writer thread (`sqlite_writer.rs`) that applies it to SQLite behind the acknowledgement, in
 //! log order, with `synchronous = NORMAL`; reads first wait until what was acknowledged before
 //! them is applied, so a caller always reads its own writes. Delivery bookkeeping (delivered,
 //! attempts, dead letters) goes to the writer directly: at worst a crash repeats a send.
