@@ -187,7 +187,7 @@ impl State {
         let Some(status) = event.status else {
             let muted = self.muting.muted_by(&event.fingerprint, &event.kind, &event.labels, now).is_some();
             let deliveries = if muted { Vec::new() } else { pipeline.deliveries(&event, &mut self.grouper, now) };
-            return NewEvent { event, deliveries, alert: None };
+            return NewEvent::new(event, deliveries, None);
         };
         // The common case under load: an alert that fires says so again. Nothing to tell and
         // nothing the store must learn; update it in place without copying it.
@@ -204,7 +204,7 @@ impl State {
                     if event.title.is_some() {
                         existing.title.clone_from(&event.title);
                     }
-                    return NewEvent { event, deliveries: Vec::new(), alert: None };
+                    return NewEvent::new(event, Vec::new(), None);
                 }
             }
         }
@@ -235,7 +235,7 @@ impl State {
         }
         self.muting.track(&alert);
         self.alerts.insert(alert.fingerprint.clone(), alert.clone());
-        NewEvent { event, deliveries, alert: Some(alert) }
+        NewEvent::new(event, deliveries, Some(alert))
     }
 }
 

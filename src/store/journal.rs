@@ -83,6 +83,9 @@ pub(crate) struct Recovered {
 
 struct Append {
     entry: Entry,
+    /// `entry` as JSON, made by the caller: the log thread only copies and syncs, so it is not
+    /// the one core that serializes for everyone.
+    payload: Vec<u8>,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -257,8 +260,9 @@ impl Journal {
     /// Returns once `entry` is on disk.
     pub async fn append(&self, entry: Entry) -> Result<(), StoreError> {
         let sender = self.appends.lock().expect("journal sender").clone().ok_or(StoreError::Closed)?;
+        let payload = serde_json::to_vec(&entry).expect("journal entries serialize");
         let (done, rx) = oneshot::channel();
-        sender.send(Append { entry, done }).await.map_err(|_| StoreError::Closed)?;
+        sender.send(Append { entry, payload, done }).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -318,7 +322,7 @@ impl LogWriter {
                 let mut piece = Vec::new();
                 while let Some(append) = pending.next_if(|_| buf.len() < MAX_ROUND_BYTES) {
                     let segment = self.next_record_segment(buf.len());
-                    encode(&mut buf, segment, &append.entry);
+                    encode(&mut buf, segment, &append.payload);
                     piece.push(append);
                 }
                 let result = self.write_durably(&buf);
@@ -411,15 +415,10 @@ impl LogWriter {
     }
 }
 
-fn encode(buf: &mut Vec<u8>, segment: u64, entry: &Entry) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0u8; HEADER]);
-    serde_json::to_writer(&mut *buf, entry).expect("journal entries serialize");
-    let payload = &buf[start + HEADER..];
-    let len = payload.len() as u32;
-    let crc = checksum(segment, payload);
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+fn encode(buf: &mut Vec<u8>, segment: u64, payload: &[u8]) {
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&checksum(segment, payload).to_le_bytes());
+    buf.extend_from_slice(payload);
 }
 
 /// Opens segment `segment` for appending: the prepared spare when there is one.
@@ -492,6 +491,21 @@ mod tests {
         }
         journal.close().await;
         rx.try_iter().collect()
+    }
+
+    #[test]
+    fn a_record_written_from_the_cached_body_reads_back_whole() {
+        let Entry::Events(written) = events(1) else { unreachable!() };
+        let mut event = written[0].event.clone();
+        event.labels.insert("env".into(), "prod \"quoted\" <&>".into());
+        let new = NewEvent::plain(event.clone(), Vec::new());
+        let json = serde_json::to_value(Entry::Events(vec![new.clone()])).unwrap();
+        assert_eq!(json["Events"][0]["event"], serde_json::to_value(&event).unwrap());
+        assert_eq!(new.body().get(), serde_json::to_string(&event).unwrap());
+        let back: Entry = serde_json::from_value(json).unwrap();
+        let Entry::Events(back) = back else { panic!("not events") };
+        assert_eq!(back[0].event, event);
+        assert!(back[0].deliveries.is_empty() && back[0].alert.is_none());
     }
 
     #[tokio::test]

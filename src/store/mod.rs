@@ -14,11 +14,12 @@ mod sqlite_slack_threads;
 mod sqlite_sources;
 mod sqlite_writer;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::alert::Alert;
 use crate::event::Event;
@@ -70,16 +71,41 @@ pub struct NewDelivery {
 }
 
 /// An event, the deliveries it caused, and the alert it updated.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct NewEvent {
     pub event: Event,
     pub deliveries: Vec<NewDelivery>,
     pub alert: Option<Alert>,
+    /// `event` as JSON, made once when the store first needs it (the commit log's record and
+    /// the stored row share it); the store takes a `NewEvent` as final.
+    #[serde(skip)]
+    body: OnceLock<Box<RawValue>>,
 }
 
 impl NewEvent {
+    pub fn new(event: Event, deliveries: Vec<NewDelivery>, alert: Option<Alert>) -> NewEvent {
+        NewEvent { event, deliveries, alert, body: OnceLock::new() }
+    }
+
     pub fn plain(event: Event, deliveries: Vec<NewDelivery>) -> NewEvent {
-        NewEvent { event, deliveries, alert: None }
+        NewEvent::new(event, deliveries, None)
+    }
+
+    /// The event as JSON.
+    pub fn body(&self) -> &RawValue {
+        self.body.get_or_init(|| serde_json::value::to_raw_value(&self.event).expect("events serialize"))
+    }
+}
+
+/// The same shape as a derived `Serialize`, with the event written from its cached JSON.
+impl Serialize for NewEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut record = serializer.serialize_struct("NewEvent", 3)?;
+        record.serialize_field("event", self.body())?;
+        record.serialize_field("deliveries", &self.deliveries)?;
+        record.serialize_field("alert", &self.alert)?;
+        record.end()
     }
 }
 

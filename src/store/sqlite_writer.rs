@@ -19,7 +19,6 @@ use super::journal::{Durable, Entry, JournalDir, Position};
 use super::sqlite::micros;
 use super::{Batch, NewDelivery, NewEvent, StoreError};
 use crate::alert::Alert;
-use crate::event::Event;
 use crate::silence::Silence;
 
 /// Work for the writer thread; everything in one round shares a transaction.
@@ -416,7 +415,7 @@ fn insert_events(tx: &Transaction<'_>, events: &[&NewEvent]) -> Result<(), Store
             ev.user,
             ev.fingerprint,
             ev.source,
-            serde_json::to_string(ev).expect("events serialize"),
+            e.body().get(),
         ])?;
         for d in &e.deliveries {
             insert_delivery(tx, Some(seq), d, now)?;
@@ -424,7 +423,7 @@ fn insert_events(tx: &Transaction<'_>, events: &[&NewEvent]) -> Result<(), Store
     }
     for e in events {
         if let Some(alert) = &e.alert {
-            save_alert(tx, alert, Some(&e.event))?;
+            save_alert(tx, alert, Some(e.body().get()))?;
         }
     }
     Ok(())
@@ -464,7 +463,8 @@ fn save_silence(tx: &Transaction<'_>, silence: &Silence) -> Result<(), StoreErro
     Ok(())
 }
 
-fn save_alert(tx: &Transaction<'_>, alert: &Alert, event: Option<&Event>) -> Result<(), StoreError> {
+/// `event`: the JSON of the event that changed the alert, if one did.
+fn save_alert(tx: &Transaction<'_>, alert: &Alert, event: Option<&str>) -> Result<(), StoreError> {
     let body = serde_json::to_string(alert).expect("alerts serialize");
     let status = if alert.is_firing() { 0i64 } else { 1 };
     match event {
@@ -480,7 +480,7 @@ fn save_alert(tx: &Transaction<'_>, alert: &Alert, event: Option<&Event>) -> Res
                 micros(alert.started_at),
                 micros(alert.updated_at),
                 body,
-                serde_json::to_string(event).expect("events serialize"),
+                event,
             ])?,
         None => tx
             .prepare_cached(

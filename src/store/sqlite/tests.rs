@@ -241,10 +241,7 @@ async fn alerts_and_silences_round_trip() {
         muted_by: None,
         acknowledged_by: None,
     };
-    store
-        .insert_events(vec![NewEvent { event: e.clone(), deliveries: vec![], alert: Some(alert.clone()) }])
-        .await
-        .unwrap();
+    store.insert_events(vec![NewEvent::new(e.clone(), vec![], Some(alert.clone()))]).await.unwrap();
     let page = store.firing_alerts(10, None).await.unwrap();
     assert_eq!((page.total, page.alerts.len()), (1, 1));
     assert_eq!(store.alert_event(&alert.fingerprint).await.unwrap().unwrap().id, e.id);
