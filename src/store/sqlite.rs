@@ -616,8 +616,11 @@ impl Store for SqliteStore {
                 tracing::warn!("closing with commit-log records unapplied; they are applied at the next start");
             }
         }
-        // Whatever is queued before the stop is committed first.
-        let _ = self.write(WriteOp::Stop).await;
+        // Whatever is queued before the stop is committed first (bounded: a writer stuck
+        // retrying a failing commit leaves its records to the log and the next start).
+        if tokio::time::timeout(Duration::from_secs(10), self.write(WriteOp::Stop)).await.is_err() {
+            tracing::warn!("the store's writer did not finish in time; closing without it");
+        }
         self.reader.close().await;
         self.writer_pool.close().await;
         for task in &self.background {
