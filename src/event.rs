@@ -122,9 +122,16 @@ impl FieldError {
 /// Turns one JSON object into an [`Event`]. `path` prefixes field names in errors
 /// (`""` for a single event, `"events[3]."` inside a batch).
 pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) -> Result<Event, FieldError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| FieldError::new(path.trim_end_matches('.').to_string().or_root(), "must be a JSON object"))?;
+    parse_event_owned(value.clone(), path, source, now)
+}
+
+/// [`parse_event`] for a value the caller no longer needs: its strings and maps move into the
+/// event instead of being copied (the ingest path, where that copying was a tenth of the work).
+pub fn parse_event_owned(value: Value, path: &str, source: &str, now: DateTime<Utc>) -> Result<Event, FieldError> {
+    let Value::Object(mut obj) = value else {
+        return Err(FieldError::new(path.trim_end_matches('.').to_string().or_root(), "must be a JSON object"));
+    };
+    let obj = &mut obj;
     let field = |name: &str| format!("{path}{name}");
 
     for key in obj.keys() {
@@ -136,38 +143,38 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
         }
     }
 
-    let kind = match obj.get("kind") {
+    let kind = match obj.remove("kind") {
         None | Some(Value::Null) => return Err(FieldError::new(field("kind"), "is required")),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => s,
         Some(_) => return Err(FieldError::new(field("kind"), "must be a string")),
     };
     validate_kind(&kind).map_err(|m| FieldError::new(field("kind"), m))?;
 
-    let severity = match opt_str(obj, "severity", &field)? {
+    let severity = match take_str(obj, "severity", &field)? {
         None => Severity::Info,
-        Some(s) => Severity::parse(s)
+        Some(s) => Severity::parse(&s)
             .ok_or_else(|| FieldError::new(field("severity"), "must be one of info, warning, error, critical"))?,
     };
-    let title = opt_str(obj, "title", &field)?.map(str::to_string);
+    let title = take_str(obj, "title", &field)?;
     if let Some(t) = &title {
         if t.chars().count() > MAX_TITLE_LEN {
             return Err(FieldError::new(field("title"), format!("must be at most {MAX_TITLE_LEN} characters")));
         }
     }
-    let text = opt_str(obj, "text", &field)?.map(str::to_string);
+    let text = take_str(obj, "text", &field)?;
     if let Some(t) = &text {
         if t.len() > MAX_TEXT_BYTES {
             return Err(FieldError::new(field("text"), format!("must be at most {MAX_TEXT_BYTES} bytes")));
         }
     }
-    let user = opt_str(obj, "user", &field)?.map(str::to_string);
+    let user = take_str(obj, "user", &field)?;
     if let Some(u) = &user {
         if u.len() > 256 {
             return Err(FieldError::new(field("user"), "must be at most 256 characters"));
         }
     }
 
-    let labels = match obj.get("labels") {
+    let labels = match obj.remove("labels") {
         None | Some(Value::Null) => BTreeMap::new(),
         Some(Value::Object(map)) => {
             if map.len() > MAX_LABELS {
@@ -180,7 +187,7 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
                 }
                 match v {
                     Value::String(s) if s.len() <= 1024 => {
-                        labels.insert(k.clone(), s.clone());
+                        labels.insert(k, s);
                     }
                     Value::String(_) => {
                         return Err(FieldError::new(format!("{path}labels.{k}"), "must be at most 1024 characters"))
@@ -193,25 +200,25 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
         Some(_) => return Err(FieldError::new(field("labels"), "must be an object of strings")),
     };
 
-    let fields = match obj.get("fields") {
+    let fields = match obj.remove("fields") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(map)) => {
             if map.len() > 64 {
                 return Err(FieldError::new(field("fields"), "must have at most 64 entries"));
             }
-            map.clone()
+            map
         }
         Some(_) => return Err(FieldError::new(field("fields"), "must be an object")),
     };
 
-    let status = match opt_str(obj, "status", &field)? {
+    let status = match take_str(obj, "status", &field)?.as_deref() {
         None => None,
         Some("firing") => Some(AlertStatus::Firing),
         Some("resolved") => Some(AlertStatus::Resolved),
         Some(_) => return Err(FieldError::new(field("status"), "must be firing or resolved")),
     };
 
-    let link = opt_str(obj, "link", &field)?.map(str::to_string);
+    let link = take_str(obj, "link", &field)?;
     if let Some(l) = &link {
         match url::Url::parse(l) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
@@ -219,32 +226,32 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
         }
     }
 
-    let timestamp = match opt_str(obj, "timestamp", &field)? {
+    let timestamp = match take_str(obj, "timestamp", &field)? {
         None => now,
-        Some(s) => DateTime::parse_from_rfc3339(s)
+        Some(s) => DateTime::parse_from_rfc3339(&s)
             .map_err(|_| FieldError::new(field("timestamp"), "must be an RFC 3339 time such as 2026-11-21T16:00:00Z"))?
             .with_timezone(&Utc),
     };
 
-    let error = match obj.get("error") {
+    let error = match obj.remove("error") {
         None | Some(Value::Null) => None,
-        Some(v) if kind.starts_with("error.") => Some(crate::source::errors::parse_error(v, &field("error."))?),
+        Some(v) if kind.starts_with("error.") => Some(crate::source::errors::parse_error(&v, &field("error."))?),
         Some(_) => return Err(FieldError::new(field("error"), "only events of kind error.* carry an error")),
     };
 
-    let fingerprint = match opt_str(obj, "fingerprint", &field)? {
+    let fingerprint = match take_str(obj, "fingerprint", &field)? {
         Some(f) if f.is_empty() || f.len() > 256 => {
             return Err(FieldError::new(field("fingerprint"), "must be 1 to 256 characters"))
         }
-        Some(f) => f.to_string(),
+        Some(f) => f,
         None => match &error {
             Some(e) => e.fingerprint(),
             None => derive_fingerprint(&kind, &labels),
         },
     };
 
-    let source = match opt_str(obj, "source", &field)? {
-        Some(s) => s.to_string(),
+    let source = match take_str(obj, "source", &field)? {
+        Some(s) => s,
         None => source.to_string(),
     };
 
@@ -296,12 +303,13 @@ impl OrRoot for String {
     }
 }
 
-fn opt_str<'a>(
-    obj: &'a Map<String, Value>,
+/// Takes an optional string field out of `obj`: absent and `null` are `None`.
+fn take_str(
+    obj: &mut Map<String, Value>,
     name: &str,
     field: &dyn Fn(&str) -> String,
-) -> Result<Option<&'a str>, FieldError> {
-    match obj.get(name) {
+) -> Result<Option<String>, FieldError> {
+    match obj.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(FieldError::new(field(name), "must be a string")),

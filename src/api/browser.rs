@@ -147,9 +147,9 @@ async fn handle(state: &AppState, req: Request, origin: Option<&str>) -> Result<
         }
     }
     let now = state.sources.now();
-    let mut events =
-        super::events::parse_body(&value, &caller.name, now).map_err(|errs| (ApiError::invalid_events(errs), true))?;
     let batch = value.get("events").is_some();
+    let mut events =
+        super::events::parse_body(value, &caller.name, now).map_err(|errs| (ApiError::invalid_events(errs), true))?;
     let at = |i: usize, f: &str| if batch { format!("events[{i}].{f}") } else { f.to_string() };
     for (i, e) in events.iter().enumerate() {
         if !caller.may_send(&e.kind) {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::AppState;
 use crate::config::Scope;
-use crate::event::{parse_event, Event, FieldError, MAX_BATCH};
+use crate::event::{parse_event_owned, Event, FieldError, MAX_BATCH};
 use crate::store::EventQuery;
 
 #[derive(Serialize)]
@@ -51,10 +51,11 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     })?;
 
     let now = Utc::now();
+    let is_batch = value.get("events").is_some();
     let events =
-        parse_body(&value, &caller.name, now).map_err(|errs| ("invalid_event", 1, ApiError::invalid_events(errs)))?;
+        parse_body(value, &caller.name, now).map_err(|errs| ("invalid_event", 1, ApiError::invalid_events(errs)))?;
     if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| !caller.may_send(&e.kind)) {
-        let field = if value.get("events").is_some() { format!("events[{i}].kind") } else { "kind".into() };
+        let field = if is_batch { format!("events[{i}].kind") } else { "kind".into() };
         let mut err =
             ApiError::forbidden(format!("the key {:?} may not send events of kind {:?}", caller.name, e.kind));
         err.field = Some(field);
@@ -68,16 +69,18 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
 
 /// One event, or `{"events": [...]}`; a batch is taken whole or not at all, and every bad
 /// field in it is reported.
-pub(super) fn parse_body(value: &Value, source: &str, now: DateTime<Utc>) -> Result<Vec<Event>, Vec<FieldError>> {
-    let batch = match value.as_object().and_then(|o| o.get("events")) {
-        Some(Value::Array(items)) if value.as_object().is_some_and(|o| o.len() == 1) => items,
+pub(super) fn parse_body(value: Value, source: &str, now: DateTime<Utc>) -> Result<Vec<Event>, Vec<FieldError>> {
+    let mut obj = match value {
+        Value::Object(obj) if obj.contains_key("events") => obj,
+        single => return parse_event_owned(single, "", source, now).map(|e| vec![e]).map_err(|e| vec![e]),
+    };
+    let only_events = obj.len() == 1;
+    let batch = match obj.remove("events") {
+        Some(Value::Array(items)) if only_events => items,
         Some(Value::Array(_)) => {
             return Err(vec![FieldError { field: "body".into(), message: "a batch holds only `events`".into() }])
         }
-        Some(_) => {
-            return Err(vec![FieldError { field: "events".into(), message: "must be an array of events".into() }])
-        }
-        None => return parse_event(value, "", source, now).map(|e| vec![e]).map_err(|e| vec![e]),
+        _ => return Err(vec![FieldError { field: "events".into(), message: "must be an array of events".into() }]),
     };
     if batch.is_empty() {
         return Err(vec![FieldError { field: "events".into(), message: "must hold at least one event".into() }]);
@@ -90,8 +93,8 @@ pub(super) fn parse_body(value: &Value, source: &str, now: DateTime<Utc>) -> Res
     }
     let mut events = Vec::with_capacity(batch.len());
     let mut errors = Vec::new();
-    for (i, item) in batch.iter().enumerate() {
-        match parse_event(item, &format!("events[{i}]."), source, now) {
+    for (i, item) in batch.into_iter().enumerate() {
+        match parse_event_owned(item, &format!("events[{i}]."), source, now) {
             Ok(e) => events.push(e),
             Err(e) => errors.push(e),
         }
@@ -171,7 +174,7 @@ mod tests {
     #[test]
     fn batch_errors_list_every_bad_event() {
         let body = json!({"events": [{"kind": "ok"}, {"kind": "Bad Kind"}, {"severity": "info"}]});
-        let errs = parse_body(&body, "k", Utc::now()).unwrap_err();
+        let errs = parse_body(body, "k", Utc::now()).unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["events[1].kind", "events[2].kind"]);
     }
@@ -179,8 +182,39 @@ mod tests {
     #[test]
     fn batch_limits() {
         let too_many: Vec<_> = (0..1001).map(|_| json!({"kind": "a"})).collect();
-        assert_eq!(parse_body(&json!({ "events": too_many }), "k", Utc::now()).unwrap_err()[0].field, "events");
-        assert_eq!(parse_body(&json!({"events": []}), "k", Utc::now()).unwrap_err()[0].field, "events");
-        assert_eq!(parse_body(&json!({"events": [{"kind": "a"}]}), "k", Utc::now()).unwrap().len(), 1);
+        assert_eq!(parse_body(json!({ "events": too_many }), "k", Utc::now()).unwrap_err()[0].field, "events");
+        assert_eq!(parse_body(json!({"events": []}), "k", Utc::now()).unwrap_err()[0].field, "events");
+        assert_eq!(parse_body(json!({"events": [{"kind": "a"}]}), "k", Utc::now()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_batch_is_only_an_array_of_events() {
+        let extra = parse_body(json!({"events": [{"kind": "a"}], "kind": "b"}), "k", Utc::now()).unwrap_err();
+        assert_eq!((extra[0].field.as_str(), extra[0].message.as_str()), ("body", "a batch holds only `events`"));
+        let not_array = parse_body(json!({"events": {"kind": "a"}}), "k", Utc::now()).unwrap_err();
+        assert_eq!(not_array[0].field, "events");
+    }
+
+    #[test]
+    fn every_field_of_an_event_arrives_whole() {
+        let sent = json!({
+            "kind": "user.registered", "severity": "warning", "title": "New user", "text": "Ana <ana@x.io>",
+            "user": "u-1", "labels": {"env": "prod", "plan": "pro"}, "fields": {"n": 3, "tags": ["a", "b"]},
+            "fingerprint": "fp-1", "status": "firing", "link": "https://x.io/u/1",
+            "timestamp": "2026-11-22T10:00:00Z", "source": "signup"
+        });
+        let batch = parse_body(json!({"events": [sent.clone()]}), "k", Utc::now()).unwrap();
+        let single = parse_body(sent, "k", Utc::now()).unwrap();
+        for e in [&batch[0], &single[0]] {
+            assert_eq!((e.kind.as_str(), e.severity), ("user.registered", crate::event::Severity::Warning));
+            assert_eq!((e.title.as_deref(), e.text.as_deref()), (Some("New user"), Some("Ana <ana@x.io>")));
+            assert_eq!(e.user.as_deref(), Some("u-1"));
+            assert_eq!(e.labels.get("plan").map(String::as_str), Some("pro"));
+            assert_eq!(e.fields.get("tags"), Some(&json!(["a", "b"])));
+            assert_eq!((e.fingerprint.as_str(), e.source.as_str()), ("fp-1", "signup"));
+            assert_eq!(e.status, Some(crate::event::AlertStatus::Firing));
+            assert_eq!(e.link.as_deref(), Some("https://x.io/u/1"));
+            assert_eq!(e.timestamp.to_rfc3339(), "2026-11-22T10:00:00+00:00");
+        }
     }
 }
