@@ -117,7 +117,7 @@ fn spec(i: usize) -> Spec {
         70..=89 => ("host.cpu", "warning"),
         _ => ("app.queue_backlog", "info"), // default route
     };
-    let env = if j % 2 == 0 { "prod" } else { "staging" };
+    let env = if j.is_multiple_of(2) { "prod" } else { "staging" };
     let labels = BTreeMap::from([
         ("group".to_string(), format!("g{g:03}")),
         ("cluster".to_string(), format!("c{g:03}")),
@@ -339,7 +339,7 @@ fn run_tocsin(only: Option<&str>) {
         for start in (0..ALERTS).step_by(BATCH) {
             let json = (start..start + BATCH)
                 .map(|i| {
-                    if rng.next() % 20 == 0 {
+                    if rng.next().is_multiple_of(20) {
                         firing[i] = !firing[i];
                     }
                     tocsin_json(i, firing[i], 2)
@@ -360,11 +360,11 @@ fn run_tocsin(only: Option<&str>) {
                 .map(|_| {
                     n += 1;
                     let r = rng.next();
-                    if r % 100 == 0 {
+                    if r.is_multiple_of(100) {
                         return one_off_json(n);
                     }
                     let i = (r >> 8) as usize % ALERTS;
-                    if (r >> 40) % 20 == 0 {
+                    if (r >> 40).is_multiple_of(20) {
                         firing[i] = !firing[i];
                     }
                     tocsin_json(i, firing[i], n)
