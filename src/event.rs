@@ -126,99 +126,137 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
 }
 
 /// [`parse_event`] for a value the caller no longer needs: its strings and maps move into the
-/// event instead of being copied (the ingest path, where that copying was a tenth of the work).
+/// event instead of being copied.
 pub fn parse_event_owned(value: Value, path: &str, source: &str, now: DateTime<Utc>) -> Result<Event, FieldError> {
-    let Value::Object(mut obj) = value else {
+    let Value::Object(obj) = value else {
         return Err(FieldError::new(path.trim_end_matches('.').to_string().or_root(), "must be a JSON object"));
     };
-    let obj = &mut obj;
-    let field = |name: &str| format!("{path}{name}");
+    validate(WireEvent::from_object(obj, path)?, path, source, now)
+}
 
-    for key in obj.keys() {
-        if !KNOWN_FIELDS.contains(&key.as_str()) {
+/// An incoming event's fields, each of the right JSON type, not yet validated. Ingest
+/// deserializes request bodies straight into it when they are well-typed (no `Value` tree in
+/// between); anything serde refuses goes through [`WireEvent::from_object`], which names the
+/// exact field that is wrong.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireEvent {
+    kind: Option<String>,
+    severity: Option<String>,
+    title: Option<String>,
+    text: Option<String>,
+    user: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    fields: Option<Map<String, Value>>,
+    fingerprint: Option<String>,
+    status: Option<String>,
+    link: Option<String>,
+    timestamp: Option<String>,
+    source: Option<String>,
+    error: Option<Value>,
+}
+
+impl WireEvent {
+    /// Type-checks an object field by field, in the order of [`KNOWN_FIELDS`].
+    fn from_object(mut obj: Map<String, Value>, path: &str) -> Result<WireEvent, FieldError> {
+        let field = |name: &str| format!("{path}{name}");
+        if let Some(key) = obj.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
             return Err(FieldError::new(
                 field(key),
                 format!("unknown field; expected one of {}", KNOWN_FIELDS.join(", ")),
             ));
         }
+        let obj = &mut obj;
+        Ok(WireEvent {
+            kind: take_str(obj, "kind", &field)?,
+            severity: take_str(obj, "severity", &field)?,
+            title: take_str(obj, "title", &field)?,
+            text: take_str(obj, "text", &field)?,
+            user: take_str(obj, "user", &field)?,
+            labels: match obj.remove("labels") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(map)) => Some(
+                    map.into_iter()
+                        .map(|(k, v)| match v {
+                            Value::String(s) => Ok((k, s)),
+                            _ => Err(FieldError::new(format!("{path}labels.{k}"), "must be a string")),
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                Some(_) => return Err(FieldError::new(field("labels"), "must be an object of strings")),
+            },
+            fields: match obj.remove("fields") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(map)) => Some(map),
+                Some(_) => return Err(FieldError::new(field("fields"), "must be an object")),
+            },
+            fingerprint: take_str(obj, "fingerprint", &field)?,
+            status: take_str(obj, "status", &field)?,
+            link: take_str(obj, "link", &field)?,
+            timestamp: take_str(obj, "timestamp", &field)?,
+            source: take_str(obj, "source", &field)?,
+            error: obj.remove("error").filter(|v| !v.is_null()),
+        })
     }
+}
 
-    let kind = match obj.remove("kind") {
-        None | Some(Value::Null) => return Err(FieldError::new(field("kind"), "is required")),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(FieldError::new(field("kind"), "must be a string")),
-    };
+/// Checks a type-checked event against the contract's rules and builds the [`Event`].
+pub fn validate(wire: WireEvent, path: &str, source: &str, now: DateTime<Utc>) -> Result<Event, FieldError> {
+    let field = |name: &str| format!("{path}{name}");
+
+    let kind = wire.kind.ok_or_else(|| FieldError::new(field("kind"), "is required"))?;
     validate_kind(&kind).map_err(|m| FieldError::new(field("kind"), m))?;
 
-    let severity = match take_str(obj, "severity", &field)? {
+    let severity = match wire.severity {
         None => Severity::Info,
         Some(s) => Severity::parse(&s)
             .ok_or_else(|| FieldError::new(field("severity"), "must be one of info, warning, error, critical"))?,
     };
-    let title = take_str(obj, "title", &field)?;
+    let title = wire.title;
     if let Some(t) = &title {
         if t.chars().count() > MAX_TITLE_LEN {
             return Err(FieldError::new(field("title"), format!("must be at most {MAX_TITLE_LEN} characters")));
         }
     }
-    let text = take_str(obj, "text", &field)?;
+    let text = wire.text;
     if let Some(t) = &text {
         if t.len() > MAX_TEXT_BYTES {
             return Err(FieldError::new(field("text"), format!("must be at most {MAX_TEXT_BYTES} bytes")));
         }
     }
-    let user = take_str(obj, "user", &field)?;
+    let user = wire.user;
     if let Some(u) = &user {
         if u.len() > 256 {
             return Err(FieldError::new(field("user"), "must be at most 256 characters"));
         }
     }
 
-    let labels = match obj.remove("labels") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Object(map)) => {
-            if map.len() > MAX_LABELS {
-                return Err(FieldError::new(field("labels"), format!("must have at most {MAX_LABELS} pairs")));
-            }
-            let mut labels = BTreeMap::new();
-            for (k, v) in map {
-                if k.is_empty() || k.len() > 128 {
-                    return Err(FieldError::new(field("labels"), "label names must be 1 to 128 characters"));
-                }
-                match v {
-                    Value::String(s) if s.len() <= 1024 => {
-                        labels.insert(k, s);
-                    }
-                    Value::String(_) => {
-                        return Err(FieldError::new(format!("{path}labels.{k}"), "must be at most 1024 characters"))
-                    }
-                    _ => return Err(FieldError::new(format!("{path}labels.{k}"), "must be a string")),
-                }
-            }
-            labels
+    let labels = wire.labels.unwrap_or_default();
+    if labels.len() > MAX_LABELS {
+        return Err(FieldError::new(field("labels"), format!("must have at most {MAX_LABELS} pairs")));
+    }
+    for (k, v) in &labels {
+        if k.is_empty() || k.len() > 128 {
+            return Err(FieldError::new(field("labels"), "label names must be 1 to 128 characters"));
         }
-        Some(_) => return Err(FieldError::new(field("labels"), "must be an object of strings")),
-    };
-
-    let fields = match obj.remove("fields") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(map)) => {
-            if map.len() > 64 {
-                return Err(FieldError::new(field("fields"), "must have at most 64 entries"));
-            }
-            map
+        if v.len() > 1024 {
+            return Err(FieldError::new(format!("{path}labels.{k}"), "must be at most 1024 characters"));
         }
-        Some(_) => return Err(FieldError::new(field("fields"), "must be an object")),
-    };
+    }
 
-    let status = match take_str(obj, "status", &field)?.as_deref() {
+    let fields = wire.fields.unwrap_or_default();
+    if fields.len() > 64 {
+        return Err(FieldError::new(field("fields"), "must have at most 64 entries"));
+    }
+
+    let status = match wire.status.as_deref() {
         None => None,
         Some("firing") => Some(AlertStatus::Firing),
         Some("resolved") => Some(AlertStatus::Resolved),
         Some(_) => return Err(FieldError::new(field("status"), "must be firing or resolved")),
     };
 
-    let link = take_str(obj, "link", &field)?;
+    let link = wire.link;
     if let Some(l) = &link {
         match url::Url::parse(l) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
@@ -226,20 +264,20 @@ pub fn parse_event_owned(value: Value, path: &str, source: &str, now: DateTime<U
         }
     }
 
-    let timestamp = match take_str(obj, "timestamp", &field)? {
+    let timestamp = match wire.timestamp {
         None => now,
         Some(s) => DateTime::parse_from_rfc3339(&s)
             .map_err(|_| FieldError::new(field("timestamp"), "must be an RFC 3339 time such as 2026-11-21T16:00:00Z"))?
             .with_timezone(&Utc),
     };
 
-    let error = match obj.remove("error") {
-        None | Some(Value::Null) => None,
+    let error = match wire.error {
+        None => None,
         Some(v) if kind.starts_with("error.") => Some(crate::source::errors::parse_error(&v, &field("error."))?),
         Some(_) => return Err(FieldError::new(field("error"), "only events of kind error.* carry an error")),
     };
 
-    let fingerprint = match take_str(obj, "fingerprint", &field)? {
+    let fingerprint = match wire.fingerprint {
         Some(f) if f.is_empty() || f.len() > 256 => {
             return Err(FieldError::new(field("fingerprint"), "must be 1 to 256 characters"))
         }
@@ -250,10 +288,7 @@ pub fn parse_event_owned(value: Value, path: &str, source: &str, now: DateTime<U
         },
     };
 
-    let source = match take_str(obj, "source", &field)? {
-        Some(s) => s,
-        None => source.to_string(),
-    };
+    let source = wire.source.unwrap_or_else(|| source.to_string());
 
     Ok(Event {
         id: new_event_id(now),
