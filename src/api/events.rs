@@ -72,6 +72,9 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     Ok(Accepted { accepted: count, ids })
 }
 
+/// A body's events, or every bad field in it.
+type Parsed = Result<Vec<Event>, Vec<FieldError>>;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireBatch {
@@ -81,7 +84,7 @@ struct WireBatch {
 /// The fast path for well-typed bodies: serde straight into the events' fields, no `Value`
 /// tree. `None` when serde refuses the body (bad JSON, a wrong type, an unknown field): then
 /// [`parse_body`] reads it again and names the exact problem. Returns whether it was a batch.
-fn parse_typed(bytes: &[u8], source: &str, now: DateTime<Utc>) -> Option<(Result<Vec<Event>, Vec<FieldError>>, bool)> {
+fn parse_typed(bytes: &[u8], source: &str, now: DateTime<Utc>) -> Option<(Parsed, bool)> {
     // A single event fails this at its first key, so trying the batch shape first is cheap.
     if let Ok(batch) = serde_json::from_slice::<WireBatch>(bytes) {
         let events = check_batch_size(batch.events.len()).and_then(|()| {
