@@ -3,10 +3,11 @@
 //! Writes that must be durable (events with their outbox rows and alert states, queued
 //! messages, silences) are appended to the commit log (`journal.rs`), which gathers whatever
 //! concurrent callers have queued into one fsync'd append (group commit). The log hands each
-//! durable round to the writer thread (`sqlite_writer.rs`) that applies it to SQLite behind the acknowledgement, in
-//! log order, with `synchronous = NORMAL`; reads first wait until what was acknowledged before
-//! them is applied, so a caller always reads its own writes. Delivery bookkeeping (delivered,
-//! attempts, dead letters) goes to the writer directly: at worst a crash repeats a send.
+//! durable round to the writer thread (`sqlite_writer.rs`), which applies it to SQLite behind
+//! the acknowledgement, in log order, with `synchronous = NORMAL`; reads first wait until what
+//! was acknowledged before them is applied, so a caller always reads its own writes. Delivery
+//! bookkeeping (delivered, attempts, dead letters) goes to the writer directly: at worst a
+//! crash repeats a send.
 //!
 //! When another process owns the log (a `tocsin` command beside the daemon), this process
 //! writes to SQLite directly with `synchronous = FULL`, as every write did before the log.
@@ -76,7 +77,13 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(base.clone().create_if_missing(true).synchronous(SqliteSynchronous::Full))
+            // Checkpoints run on their own connection in the background, never inside a commit.
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .synchronous(SqliteSynchronous::Full)
+                    .pragma("wal_autocheckpoint", "0"),
+            )
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
         sqlx::migrate!("./migrations/sqlite")
