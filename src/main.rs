@@ -26,8 +26,9 @@ fn main() -> std::process::ExitCode {
 
 /// Memory freed by other threads waits on the owning thread's lists until that thread
 /// allocates again; a runtime thread that went idle after a burst would keep it forever.
-/// SQLite allocates through glibc's malloc, which keeps what it freed (full-text index merges
-/// after a burst: 10–20 MiB) until trimmed; once a second at most, an idle thread trims it.
+/// SQLite allocates through glibc's malloc, which keeps what it freed until trimmed (measured
+/// after a 1,000,000-event fill and its full-text indexing: 8.7 MiB, 4.2 once trimmed); once a
+/// second at most, an idle thread trims it.
 #[allow(unsafe_code)]
 fn collect_freed_memory() {
     use std::sync::atomic::{AtomicU64, Ordering};

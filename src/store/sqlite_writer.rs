@@ -94,15 +94,6 @@ const INDEX_YIELD: Duration = Duration::from_millis(200);
 /// How long the thread lets commits accumulate before indexing them when ingest pauses.
 const INDEX_GATHER: Duration = Duration::from_millis(100);
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        match e {
-            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
-            other => StoreError::Database(other.to_string()),
-        }
-    }
-}
-
 /// Opens the write connection. With the commit log in this process a commit need not sync
 /// (the log holds what it applies); without it, every commit syncs.
 pub(super) fn open(path: &str, syncs_each_commit: bool) -> Result<Connection, StoreError> {
