@@ -104,7 +104,6 @@ impl SqliteStore {
                     applied: applied_tx,
                     journal_path: journal_dir.as_ref().map(|d| d.path().to_path_buf()),
                     durable_segment: first_segment.unwrap_or(0),
-                    syncs_each_commit: journal_dir.is_none(),
                 };
                 Ok::<_, StoreError>((writer, journal_dir, first_segment))
             })

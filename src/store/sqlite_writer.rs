@@ -147,8 +147,6 @@ pub(super) struct Writer {
     pub journal_path: Option<PathBuf>,
     /// Segments before this one are applied and synced, so they are removed.
     pub durable_segment: u64,
-    /// True when no commit log stands behind the commits (each one syncs itself).
-    pub syncs_each_commit: bool,
 }
 
 impl Writer {
@@ -257,7 +255,8 @@ impl Writer {
 
     /// Indexes up to `INDEX_STEP` events past the last indexed one; returns how many.
     fn index_step(&mut self) -> Result<i64, StoreError> {
-        if !self.syncs_each_commit {
+        // With the commit log behind it, the connection's commits do not sync anyway.
+        if self.journal_path.is_some() {
             return index_transaction(&mut self.conn);
         }
         // The index can be rebuilt from the events (its progress marker commits with it), so
