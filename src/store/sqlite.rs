@@ -148,7 +148,7 @@ impl SqliteStore {
     }
 
     /// Waits until every write acknowledged before this call is applied, so reads see them.
-    async fn settle(&self) -> Result<(), StoreError> {
+    pub(super) async fn settle(&self) -> Result<(), StoreError> {
         match &self.backlog {
             Some(backlog) => backlog.applied().await,
             None => Ok(()),

@@ -175,6 +175,8 @@ impl SourceStore for SqliteStore {
         if kinds.is_empty() {
             return Ok(0);
         }
+        // Events reach SQLite behind their acknowledgement: count what was accepted so far.
+        self.settle().await?;
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM events WHERE ts >= ");
         qb.push_bind(micros(since)).push(" AND ts < ").push_bind(micros(until)).push(" AND (");
         for (i, k) in kinds.iter().enumerate() {

@@ -362,3 +362,23 @@ async fn applied_segments_are_removed_and_nothing_is_lost_across_them() {
     assert_eq!(seen, 4000);
     store.close().await;
 }
+
+#[tokio::test]
+async fn counting_events_sees_every_accepted_one() {
+    use crate::store::sources::SourceStore;
+    let (_dir, store) = store().await;
+    let at = "2026-11-21T10:00:00Z";
+    for round in 0..20 {
+        let batch = (0..200)
+            .map(|i| {
+                NewEvent::plain(event(json!({"kind": "rate.counted", "title": format!("{round}/{i}")}), at), vec![])
+            })
+            .collect();
+        store.insert_events(batch).await.unwrap();
+        let since = at.parse::<DateTime<Utc>>().unwrap() - chrono::Duration::hours(1);
+        let until = since + chrono::Duration::hours(2);
+        let counted = store.count_events(&["rate.*".to_string()], since, until).await.unwrap();
+        assert_eq!(counted, 200 * (round + 1), "right after the 202 of round {round}");
+    }
+    store.close().await;
+}
