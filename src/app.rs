@@ -20,7 +20,7 @@ use crate::pipeline::{Lifecycle, Pipeline, SharedPipeline};
 use crate::shared::Shared;
 use crate::store::{self, DynStore};
 
-/// How often old events are pruned per `store.retention`.
+/// How often rows past `store.retention` are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How often repeats and silence expiries are looked for.
 const TICK_EVERY: Duration = Duration::from_secs(1);
@@ -126,7 +126,8 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
 
     let mut checks_token = shutdown.child_token();
     let mut checks = crate::check::start(&config, parts.ingest.clone(), checks_token.clone());
-    let pruner = tokio::spawn(prune_loop(parts.store.clone(), config.store.retention.get(), shutdown.clone()));
+    let retention = Shared::new(Retention::of(&config));
+    let pruner = tokio::spawn(prune_loop(parts.store.clone(), retention.clone(), shutdown.clone()));
     let ticker = tokio::spawn(tick_loop(parts.ingest.clone(), shutdown.clone()));
 
     let mut current = config;
@@ -141,6 +142,7 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
                         if let Some(handle) = checks.take() { let _ = handle.await; }
                         checks_token = shutdown.child_token();
                         checks = crate::check::start(&next, parts.ingest.clone(), checks_token.clone());
+                        retention.replace(Retention::of(&next));
                         current = next;
                     }
                 }
@@ -221,13 +223,52 @@ async fn tick_loop(ingest: Ingest, shutdown: CancellationToken) {
     }
 }
 
-async fn prune_loop(store: DynStore, retention: Duration, shutdown: CancellationToken) {
+/// How long each kind of row is kept: `store.retention`, except that check samples also cover
+/// the longest size-check baseline (a baseline of 30 days needs 30 days of samples, whatever
+/// the retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub rows: Duration,
+    pub samples: Duration,
+}
+
+impl Retention {
+    pub fn of(config: &Config) -> Retention {
+        let rows = config.store.retention.get();
+        let baseline = config
+            .checks
+            .iter()
+            .filter_map(|check| match check {
+                crate::check::CheckConfig::ElasticsearchIndexSize(size) => Some(size.baseline.get()),
+                crate::check::CheckConfig::ElasticsearchIndices(_) => None,
+            })
+            .max()
+            .unwrap_or_default();
+        // A day more than the baseline, so the oldest day of the window is never half gone.
+        Retention { rows, samples: rows.max(baseline + Duration::from_secs(86400)) }
+    }
+}
+
+async fn prune_loop(store: DynStore, retention: Shared<Retention>, shutdown: CancellationToken) {
     loop {
-        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(90));
-        match store.prune(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "pruned events past retention"),
+        let keep = *retention.current();
+        let now = chrono::Utc::now();
+        let before = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(90));
+        match store.prune(before(keep.rows)).await {
+            Ok(pruned) if pruned.is_empty() => {}
+            Ok(pruned) => tracing::info!(
+                events = pruned.events,
+                alerts = pruned.alerts,
+                silences = pruned.silences,
+                error_issues = pruned.error_issues,
+                "pruned rows past retention"
+            ),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+        match store.prune_index_samples(before(keep.samples)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(samples = n, "pruned check samples past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning check samples failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
@@ -271,5 +312,40 @@ mod signals {
     pub async fn next() -> Signal {
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        crate::config::load_str(text, std::path::Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn samples_outlive_a_short_retention_to_cover_the_longest_baseline() {
+        let day = Duration::from_secs(86400);
+        let plain = Retention::of(&config("[store]\nretention = \"90d\"\n"));
+        assert_eq!(plain, Retention { rows: 90 * day, samples: 90 * day });
+
+        let checks = r#"
+[store]
+retention = "7d"
+[elasticsearch.prod]
+url = "http://127.0.0.1:9200"
+[[checks]]
+name = "sizes"
+type = "elasticsearch_index_size"
+clusters = ["prod"]
+schedule = "0 16 * * *"
+[[checks]]
+name = "long-sizes"
+type = "elasticsearch_index_size"
+clusters = ["prod"]
+schedule = "0 16 * * *"
+baseline = "60d"
+"#;
+        assert_eq!(Retention::of(&config(checks)), Retention { rows: 7 * day, samples: 61 * day });
     }
 }

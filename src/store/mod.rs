@@ -191,6 +191,21 @@ pub struct OutboxCounts {
     pub dead: u64,
 }
 
+/// What one pruning pass deleted, per kind of row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub alerts: u64,
+    pub silences: u64,
+    pub error_issues: u64,
+}
+
+impl Pruned {
+    pub fn is_empty(&self) -> bool {
+        *self == Pruned::default()
+    }
+}
+
 #[async_trait]
 pub trait Store:
     samples::SampleStore + sources::SourceStore + slack_threads::SlackThreadStore + Send + Sync + 'static
@@ -257,9 +272,9 @@ pub trait Store:
     /// Ends a silence now; returns it as it is after the change.
     async fn expire_silence(&self, id: uuid::Uuid, at: DateTime<Utc>) -> Result<Silence, StoreError>;
 
-    /// Deletes events received before `before` and delivered or dead outbox rows older than it.
-    /// Returns how many events were deleted.
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Deletes what retention no longer keeps: events received before `before`, delivered or
+    /// dead outbox rows, resolved alerts, ended silences and error issues last seen before it.
+    async fn prune(&self, before: DateTime<Utc>) -> Result<Pruned, StoreError>;
 
     /// Answers when the store can serve reads and writes.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -66,6 +66,9 @@ pub trait SampleStore: Send + Sync {
         before: DateTime<Utc>,
     ) -> Result<HashMap<String, Baseline>, StoreError>;
 
+    /// Deletes the samples taken before `before`; returns how many.
+    async fn prune_index_samples(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
     /// The alerts of `check` that are firing now.
     async fn check_firing_alerts(&self, check: &str) -> Result<Vec<AlertRecord>, StoreError>;
 

@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, watch};
 use super::journal::{Entry, Journal, JournalDir};
 use super::sqlite_writer::{self, Done, WriteOp, Writer};
 use super::{
-    AlertPage, Batch, BatchSummary, EventQuery, NewDelivery, NewEvent, OutboxCounts, OutboxEntry, Page, Store,
+    AlertPage, Batch, BatchSummary, EventQuery, NewDelivery, NewEvent, OutboxCounts, OutboxEntry, Page, Pruned, Store,
     StoreError,
 };
 use crate::alert::Alert;
@@ -559,10 +559,10 @@ impl Store for SqliteStore {
         Ok(silence)
     }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn prune(&self, before: DateTime<Utc>) -> Result<Pruned, StoreError> {
         self.settle().await?;
         let cutoff = micros(before);
-        let mut total = 0u64;
+        let mut pruned = Pruned::default();
         // Small batches keep each write transaction short, so ingest is never held up for long.
         loop {
             let mut conn = self.writer_pool.acquire().await?;
@@ -593,9 +593,9 @@ impl Store for SqliteStore {
             match result {
                 Ok(n) => {
                     sqlx::query("COMMIT").execute(&mut *conn).await?;
-                    total += n;
+                    pruned.events += n;
                     if n < 5000 {
-                        return Ok(total);
+                        break;
                     }
                 }
                 Err(e) => {
@@ -604,6 +604,25 @@ impl Store for SqliteStore {
                 }
             }
         }
+        // Few rows each: resolved alerts quiet since the cutoff (the pipeline forgot them long
+        // ago; one firing again starts afresh), silences that ended before it, and error
+        // issues not seen since.
+        pruned.alerts = sqlx::query("DELETE FROM alerts WHERE status <> 0 AND updated_at < ?")
+            .bind(cutoff)
+            .execute(&self.writer_pool)
+            .await?
+            .rows_affected();
+        pruned.silences = sqlx::query("DELETE FROM silences WHERE ends_at < ?")
+            .bind(cutoff)
+            .execute(&self.writer_pool)
+            .await?
+            .rows_affected();
+        pruned.error_issues = sqlx::query("DELETE FROM error_issues WHERE last_seen < ?")
+            .bind(cutoff)
+            .execute(&self.writer_pool)
+            .await?
+            .rows_affected();
+        Ok(pruned)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::samples::{AlertRecord, Baseline, CheckRunRecord, IndexSample, SampleStore};
-use super::sqlite::SqliteStore;
+use super::sqlite::{micros, SqliteStore};
 use super::StoreError;
 
 /// Rows per multi-row INSERT: 4 parameters each stays far below SQLite's 32,766 limit.
@@ -32,6 +32,26 @@ impl SampleStore for SqliteStore {
         before: DateTime<Utc>,
     ) -> Result<HashMap<String, Baseline>, StoreError> {
         index_baselines(&self.reader, cluster, since, before).await
+    }
+
+    async fn prune_index_samples(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let cutoff = micros(before);
+        let mut total = 0;
+        // A year of daily samples of 20,000 indices is 7.3M rows: delete in slices, so the
+        // event path's writer never waits long for the lock.
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM es_index_samples WHERE (ts, index_id) IN \
+                 (SELECT ts, index_id FROM es_index_samples WHERE ts < ? ORDER BY ts LIMIT 20000)",
+            )
+            .bind(cutoff)
+            .execute(&self.writer_pool)
+            .await?;
+            total += done.rows_affected();
+            if done.rows_affected() < 20000 {
+                return Ok(total);
+            }
+        }
     }
 
     async fn check_firing_alerts(&self, check: &str) -> Result<Vec<AlertRecord>, StoreError> {

@@ -174,8 +174,8 @@ async fn prune_removes_old_events_and_their_search_entries() {
     let new = parse_event(&json!({"kind": "a", "title": "recent"}), "", "t", "2026-11-21T00:00:00Z".parse().unwrap())
         .unwrap();
     store.insert_events(vec![NewEvent::plain(old, vec![]), NewEvent::plain(new, vec![])]).await.unwrap();
-    let removed = store.prune("2026-06-01T00:00:00Z".parse().unwrap()).await.unwrap();
-    assert_eq!(removed, 1);
+    let pruned = store.prune("2026-06-01T00:00:00Z".parse().unwrap()).await.unwrap();
+    assert_eq!(pruned.events, 1);
     let all = store.search_events(&EventQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(all.items.len(), 1);
     let hits =
@@ -268,6 +268,104 @@ async fn alerts_and_silences_round_trip() {
     assert!(!expired.is_active(now + chrono::Duration::minutes(2)));
     assert!(store.silences(now + chrono::Duration::minutes(2)).await.unwrap().is_empty());
     assert!(matches!(store.expire_silence(uuid::Uuid::nil(), now).await, Err(StoreError::NotFound)));
+}
+
+#[tokio::test]
+async fn prune_removes_quiet_alerts_ended_silences_stale_issues_and_old_samples() {
+    use crate::alert::Alert;
+    use crate::event::AlertStatus;
+    use crate::store::samples::{IndexSample, SampleStore};
+    use crate::store::sources::{ErrorIssue, SourceStore};
+    let (_dir, store) = store().await;
+    let cutoff: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
+    let old: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    let recent: DateTime<Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
+
+    // Alerts: firing since long ago (kept), resolved long ago (pruned), resolved lately (kept).
+    let alert = |name: &str, status: AlertStatus, at: DateTime<Utc>| {
+        let e = event(json!({"kind": name, "status": "firing"}), &at.to_rfc3339());
+        let alert = Alert {
+            fingerprint: e.fingerprint.clone(),
+            kind: e.kind.clone(),
+            severity: e.severity,
+            labels: (&e.labels).into(),
+            status,
+            started_at: at,
+            updated_at: at,
+            resolved_at: None,
+            title: None,
+            last_event_id: e.id,
+            transitions: vec![],
+            flapping: false,
+            notified: Default::default(),
+            announced: true,
+            muted_by: None,
+            acknowledged_by: None,
+        };
+        NewEvent::new(e, vec![], Some(alert))
+    };
+    store
+        .insert_events(vec![
+            alert("still.firing", AlertStatus::Firing, old),
+            alert("long.resolved", AlertStatus::Resolved, old),
+            alert("lately.resolved", AlertStatus::Resolved, recent),
+        ])
+        .await
+        .unwrap();
+
+    let silence = |ends_at: DateTime<Utc>| Silence {
+        id: uuid::Uuid::now_v7(),
+        matchers: [("kind".to_string(), "x".to_string())].into(),
+        starts_at: old,
+        ends_at,
+        comment: String::new(),
+        created_by: "ops".into(),
+        created_at: old,
+    };
+    store.insert_silence(&silence(old + chrono::Duration::hours(1))).await.unwrap();
+    let lasting = silence(recent);
+    store.insert_silence(&lasting).await.unwrap();
+
+    for (fingerprint, seen) in [("stale", old), ("lively", recent)] {
+        let issue = ErrorIssue {
+            fingerprint: fingerprint.into(),
+            first_seen: old,
+            last_seen: seen,
+            count: 1,
+            resolved_at: None,
+            window_start: seen,
+            window_count: 1,
+            spike_notified: false,
+        };
+        store.update_error_issue(fingerprint, Box::new(move |_| issue)).await.unwrap();
+    }
+
+    let sample = IndexSample { index: "logs".into(), bytes: 100, docs: 1 };
+    for day in 0..40 {
+        let at = recent - chrono::Duration::days(day);
+        store.insert_index_samples("prod", at, std::slice::from_ref(&sample)).await.unwrap();
+    }
+
+    let pruned = store.prune(cutoff).await.unwrap();
+    assert_eq!(pruned, Pruned { events: 2, alerts: 1, silences: 1, error_issues: 1 });
+    let firing = store.firing_alerts(10, None).await.unwrap();
+    assert_eq!(firing.alerts.len(), 1, "a firing alert is kept however old");
+    let kept = store.load_alerts(old).await.unwrap();
+    let mut kinds: Vec<_> = kept.iter().map(|a| a.kind.as_str()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["lately.resolved", "still.firing"]);
+    let silences = store.silences(old).await.unwrap();
+    assert_eq!(silences.iter().map(|s| s.id).collect::<Vec<_>>(), [lasting.id]);
+    assert!(store.error_issue("stale").await.unwrap().is_none());
+    assert!(store.error_issue("lively").await.unwrap().is_some());
+
+    let removed = store.prune_index_samples(recent - chrono::Duration::days(30)).await.unwrap();
+    assert_eq!(removed, 9, "samples of days 31..=39 before the last one");
+    let baselines = store
+        .index_baselines("prod", recent - chrono::Duration::days(60), recent + chrono::Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(baselines["logs"].samples, 31);
 }
 
 fn all_events() -> EventQuery {
