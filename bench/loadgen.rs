@@ -24,9 +24,7 @@ use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,7 +60,7 @@ struct Args {
     /// How long to send, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Concurrent keep-alive connections (one request in flight on each).
+    /// Concurrent keep-alive connections (one request in flight on each, each its own task).
     #[arg(long, default_value_t = 64)]
     connections: usize,
     /// Open loop: this many requests per second in total; without it, closed loop (max).
@@ -160,6 +158,66 @@ impl Bodies {
             }
         }
         out
+    }
+}
+
+/// One keep-alive connection's requests. The connection is driven inside the sending task
+/// (not by a task of its own, as hyper's pooled client does), so a request costs the
+/// generator one task wake-up, not several across threads: the generator shares the two
+/// cores with the server and should take as little of them as it can.
+struct Sender {
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    auth: Option<String>,
+    bodies: Arc<Bodies>,
+    per_request: usize,
+}
+
+type Conn = (
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    std::pin::Pin<Box<hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>>>,
+);
+
+impl Sender {
+    /// Sends request `i` and reads the whole response; the status, or 0 when the connection
+    /// failed (it is then dropped and the next request opens a new one).
+    async fn send(&self, conn: &mut Option<Conn>, i: u64) -> u16 {
+        if conn.is_none() {
+            *conn = self.connect().await;
+        }
+        let Some((sender, connection)) = conn.as_mut() else { return 0 };
+        let body = self.bodies.body(i * self.per_request as u64, self.per_request);
+        let mut req = Request::post(self.path.as_str())
+            .header("host", self.host.as_str())
+            .header("content-type", "application/json");
+        if let Some(auth) = &self.auth {
+            req = req.header("authorization", auth.as_str());
+        }
+        let req = req.body(Full::new(Bytes::from(body))).expect("valid request");
+        let exchange = async {
+            let resp = sender.send_request(req).await.ok()?;
+            let status = resp.status().as_u16();
+            resp.into_body().collect().await.ok()?;
+            Some(status)
+        };
+        let status = tokio::select! {
+            biased;
+            status = exchange => status,
+            // The connection ended (closed by the server, or failed) before the response.
+            _ = connection.as_mut() => None,
+        };
+        status.unwrap_or_else(|| {
+            *conn = None;
+            0
+        })
+    }
+
+    async fn connect(&self) -> Option<Conn> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.ok()?;
+        stream.set_nodelay(true).ok()?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        Some((sender, Box::pin(connection)))
     }
 }
 
@@ -285,10 +343,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         run_receiver(addr, received.clone()).await?;
     }
 
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(args.connections).build(connector);
+    let addr: SocketAddr =
+        tokio::net::lookup_host(format!("{}:{}", uri.host().unwrap_or("127.0.0.1"), uri.port_u16().unwrap_or(80)))
+            .await?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{} resolves to no address", args.url))?;
+    let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
 
     let server_cpu0 = args.server_pid.and_then(|p| cpu_seconds(&p.to_string()));
     let self_cpu0 = cpu_seconds("self");
@@ -297,15 +357,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let deadline = start + args.duration;
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
-        let client = client.clone();
-        let uri = uri.clone();
-        let bodies = bodies.clone();
-        let auth = auth.clone();
+        let sender = Sender {
+            addr,
+            host: host.clone(),
+            path: path.to_string(),
+            auth: (args.target == Target::Tocsin).then(|| auth.clone()),
+            bodies: bodies.clone(),
+            per_request,
+        };
         let next = next.clone();
         let rate = args.rate;
-        let target = args.target;
         tasks.push(tokio::spawn(async move {
             let mut stats = WorkerStats::default();
+            let mut conn = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= max_requests {
@@ -325,21 +389,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 if Instant::now() >= deadline {
                     break;
                 }
-                let body = bodies.body(i * per_request as u64, per_request);
-                let mut req = Request::post(uri.clone()).header("content-type", "application/json");
-                if target == Target::Tocsin {
-                    req = req.header("authorization", auth.as_str());
-                }
-                let req = req.body(Full::new(Bytes::from(body))).expect("valid request");
                 let sent = Instant::now();
-                let status = match client.request(req).await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        let _ = resp.into_body().collect().await;
-                        status.as_u16()
-                    }
-                    Err(_) => 0,
-                };
+                let status = sender.send(&mut conn, i).await;
                 let done = Instant::now();
                 stats.latency_us.push((done - sent).as_micros().min(u32::MAX as u128) as u32);
                 if let Some(at) = scheduled {

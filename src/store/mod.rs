@@ -293,3 +293,14 @@ pub async fn open(url: &str) -> Result<DynStore, StoreError> {
         Err(StoreError::UnsupportedUrl(url.split("://").next().unwrap_or("").to_string()))
     }
 }
+
+/// Gives the calling thread a higher nice value (a smaller share of a busy CPU). Best effort:
+/// where it is refused, the thread runs at the normal priority.
+#[allow(unsafe_code)]
+fn lower_this_threads_priority(nice: i32) {
+    // SAFETY: two syscalls about the calling thread itself; no memory is passed.
+    let refused = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) } != 0;
+    if refused {
+        tracing::debug!(nice, "cannot lower the thread's priority");
+    }
+}

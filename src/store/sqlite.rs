@@ -52,8 +52,13 @@ pub struct SqliteStore {
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// How often the WAL is copied back into the database file, off the commit path.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// How often the WAL is copied back into the database file, off the commit path. Often, so each
+/// checkpoint's fsync has little to write: the log's own fsyncs queue behind it on the disk.
+/// Measured at 15,000 req/s: every 500 ms, 9 of 2,807 log fsyncs took over 5 ms (up to 18 ms)
+/// and the requests' p99 was 11–13 ms; every 50 ms, 1 of 5,559 and 7–8 ms.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// The writer thread's nice value when it applies the log in the background.
+const WRITER_NICE: i32 = 10;
 
 impl SqliteStore {
     pub async fn open(path: &str) -> Result<super::DynStore, StoreError> {
@@ -123,9 +128,18 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
         let (writes, rx) = flume::unbounded();
+        let behind_a_log = journal_dir.is_some();
         std::thread::Builder::new()
             .name("tocsin-sqlite".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                if behind_a_log {
+                    // Behind the log the writer's rounds are not what a request waits for;
+                    // the request threads are. Measured at 15,000 req/s: p99 5.7–8.7 ms
+                    // instead of 8.4–11 ms, as the request threads wait less for a core.
+                    super::lower_this_threads_priority(WRITER_NICE);
+                }
+                writer.run(rx)
+            })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         let journal = match (journal_dir, first_segment) {
             (Some(dir), Some(segment)) => {
