@@ -9,13 +9,15 @@
 //! Layout: a directory beside the database holding numbered segments (`0000000000000007.log`),
 //! a `spare.log` ready ahead (a retired segment, or zeros written and synced: either way
 //! appends to it do not change the file's size and `fdatasync` has no metadata to write), and
-//! a `LOCK` held by the one process that owns the log. A record is `len: u32 LE | crc32: u32 LE | payload (JSON)`; the
-//! checksum covers the segment number and the payload, so a torn tail, zeros, or bytes left in
-//! a recycled file all read as the end of the log.
+//! a `LOCK` held by the one process that owns the log. A record is
+//! `len: u32 LE | crc32: u32 LE | payload (JSON)`; the checksum covers the segment number and
+//! the payload, so a torn tail, zeros, or bytes left in a re-used file all read as the end of
+//! the log.
 //!
 //! The store records in SQLite, in the transaction that applies them, the position up to which
 //! records are applied; a segment is removed (or re-used as the spare) only after a transaction
-//! at a later position was committed with a full sync. At start the records past that position are applied again.
+//! at a later position was committed with a full sync. At start the records past that position
+//! are applied again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -155,9 +157,9 @@ impl JournalDir {
         Ok(Recovered { entries, upto })
     }
 
-    /// Removes the segments before `segment` (their records are applied and synced).
-    pub fn remove_before(&self, segment: u64) {
-        remove_before(&self.path, segment);
+    /// Retires the segments before `segment` (their records are applied and synced).
+    pub fn retire_before(&self, segment: u64) {
+        retire_before(&self.path, segment);
     }
 
     /// The number the next segment takes: past every segment on disk and past `applied`.
@@ -185,7 +187,7 @@ fn segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
 /// writes, while preparing a new one writes a segment of zeros, and the log's own fsyncs wait
 /// behind that traffic (10–18 ms stalls, measured). The others are removed. The records left in
 /// a re-used file end the log where they start, as the checksum covers the segment number.
-pub(crate) fn remove_before(dir: &Path, segment: u64) {
+pub(crate) fn retire_before(dir: &Path, segment: u64) {
     let Ok(all) = segments(dir) else { return };
     let mut old: Vec<u64> = all.into_iter().filter(|s| *s < segment).collect();
     let spare = dir.join("spare.log");
@@ -589,7 +591,7 @@ mod tests {
         assert!(!journal.join("spare.log").exists(), "segment 1 took the prepared spare");
 
         let dir = JournalDir::open(&db).unwrap().unwrap();
-        dir.remove_before(2);
+        dir.retire_before(2);
         assert!(!journal.join(format!("{:016}.log", 1)).exists());
         assert_eq!(fs::metadata(journal.join("spare.log")).unwrap().len(), SEGMENT_SIZE);
         drop(dir);
@@ -604,20 +606,20 @@ mod tests {
 
         // With a spare already there, a retired segment is removed.
         prepare(&journal).unwrap();
-        dir.remove_before(3);
+        dir.retire_before(3);
         assert!(!journal.join(format!("{:016}.log", 2)).exists());
         assert!(segments(&journal).unwrap().is_empty());
     }
 
     #[tokio::test]
-    async fn removing_applied_segments_keeps_the_later_ones() {
+    async fn retiring_applied_segments_keeps_the_later_ones() {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("t.db");
         run(&db, 1, vec![events(1)]).await;
         run(&db, 2, vec![events(1)]).await;
         let dir = JournalDir::open(&db).unwrap().unwrap();
         assert_eq!(dir.next_segment(Position::default()).unwrap(), 3);
-        dir.remove_before(2);
+        dir.retire_before(2);
         let left = dir.recover(Position::default()).unwrap();
         assert_eq!(left.entries.len(), 1);
         assert_eq!(left.upto.map(|p| p.segment), Some(2));

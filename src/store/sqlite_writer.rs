@@ -135,7 +135,7 @@ pub(super) fn recover(conn: &mut Connection, dir: &JournalDir) -> Result<u64, St
     let weight = recovered.entries.iter().map(|e| e.weight() as u64).sum();
     let round = [WriteOp::Apply(Durable { entries: recovered.entries, upto, weight })];
     commit_round(conn, &round, Some(upto), true)?;
-    dir.remove_before(next);
+    dir.retire_before(next);
     Ok(next)
 }
 
@@ -227,7 +227,7 @@ impl Writer {
         let sync_now = self.journal_path.is_some() && new_segment.is_some();
         commit_round(&mut self.conn, round, upto, sync_now)?;
         if let (Some(segment), Some(dir)) = (new_segment, &self.journal_path) {
-            super::journal::remove_before(dir, segment);
+            super::journal::retire_before(dir, segment);
             self.durable_segment = segment;
         }
         let applied: u64 = round.iter().map(|op| if let WriteOp::Apply(d) = op { d.weight } else { 0 }).sum();

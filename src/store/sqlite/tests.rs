@@ -1,5 +1,5 @@
 use super::*;
-use crate::event::parse_event;
+use crate::event::{parse_event, AlertStatus};
 use crate::message::MessageStatus;
 use crate::store::NewDelivery;
 use serde_json::json;
@@ -214,23 +214,16 @@ async fn batches_count_and_settle_a_whole_group() {
     assert_eq!(store.next_due("slack").await.unwrap(), Some(t0 + chrono::Duration::minutes(5)));
 }
 
-#[tokio::test]
-async fn alerts_and_silences_round_trip() {
-    use crate::alert::Alert;
-    use crate::event::AlertStatus;
-    let (_dir, store) = store().await;
-    let e = event(
-        json!({"kind": "es.unreachable", "status": "firing", "labels": {"cluster": "a"}}),
-        "2026-11-21T10:00:00Z",
-    );
-    let alert = Alert {
+/// The alert `e` starts, in `status`, last changed at `at`.
+fn alert_of(e: &Event, status: AlertStatus, at: DateTime<Utc>) -> crate::alert::Alert {
+    crate::alert::Alert {
         fingerprint: e.fingerprint.clone(),
         kind: e.kind.clone(),
         severity: e.severity,
         labels: (&e.labels).into(),
-        status: AlertStatus::Firing,
-        started_at: e.timestamp,
-        updated_at: e.timestamp,
+        status,
+        started_at: at,
+        updated_at: at,
         resolved_at: None,
         title: None,
         last_event_id: e.id,
@@ -240,7 +233,17 @@ async fn alerts_and_silences_round_trip() {
         announced: true,
         muted_by: None,
         acknowledged_by: None,
-    };
+    }
+}
+
+#[tokio::test]
+async fn alerts_and_silences_round_trip() {
+    let (_dir, store) = store().await;
+    let e = event(
+        json!({"kind": "es.unreachable", "status": "firing", "labels": {"cluster": "a"}}),
+        "2026-11-21T10:00:00Z",
+    );
+    let alert = alert_of(&e, AlertStatus::Firing, e.timestamp);
     store.insert_events(vec![NewEvent::new(e.clone(), vec![], Some(alert.clone()))]).await.unwrap();
     let page = store.firing_alerts(10, None).await.unwrap();
     assert_eq!((page.total, page.alerts.len()), (1, 1));
@@ -272,8 +275,6 @@ async fn alerts_and_silences_round_trip() {
 
 #[tokio::test]
 async fn prune_removes_quiet_alerts_ended_silences_stale_issues_and_old_samples() {
-    use crate::alert::Alert;
-    use crate::event::AlertStatus;
     use crate::store::samples::{IndexSample, SampleStore};
     use crate::store::sources::{ErrorIssue, SourceStore};
     let (_dir, store) = store().await;
@@ -284,24 +285,7 @@ async fn prune_removes_quiet_alerts_ended_silences_stale_issues_and_old_samples(
     // Alerts: firing since long ago (kept), resolved long ago (pruned), resolved lately (kept).
     let alert = |name: &str, status: AlertStatus, at: DateTime<Utc>| {
         let e = event(json!({"kind": name, "status": "firing"}), &at.to_rfc3339());
-        let alert = Alert {
-            fingerprint: e.fingerprint.clone(),
-            kind: e.kind.clone(),
-            severity: e.severity,
-            labels: (&e.labels).into(),
-            status,
-            started_at: at,
-            updated_at: at,
-            resolved_at: None,
-            title: None,
-            last_event_id: e.id,
-            transitions: vec![],
-            flapping: false,
-            notified: Default::default(),
-            announced: true,
-            muted_by: None,
-            acknowledged_by: None,
-        };
+        let alert = alert_of(&e, status, at);
         NewEvent::new(e, vec![], Some(alert))
     };
     store
