@@ -57,6 +57,8 @@ pub struct SqliteStore {
 /// Measured at 15,000 req/s: every 500 ms, 9 of 2,807 log fsyncs took over 5 ms (up to 18 ms)
 /// and the requests' p99 was 11–13 ms; every 50 ms, 1 of 5,559 and 7–8 ms.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// How often at most while nothing is written.
+const CHECKPOINT_IDLE_EVERY: Duration = Duration::from_millis(800);
 /// The writer thread's nice value when it applies the log in the background.
 const WRITER_NICE: i32 = 10;
 
@@ -206,16 +208,27 @@ impl Backlog {
 }
 
 async fn checkpoint_loop(pool: SqlitePool) {
+    let mut wait = CHECKPOINT_EVERY;
+    let mut last_frames = None;
     loop {
-        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        tokio::time::sleep(wait).await;
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            if pool.is_closed() {
-                return;
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await {
+            Ok((_busy, frames, _copied)) => {
+                // A WAL nobody wrote to since the last look needs no checkpoint 20 times a
+                // second (measured idle: 1 % of a core instead of 0.1 %).
+                let quiet = last_frames == Some(frames);
+                wait = if quiet { (wait * 2).min(CHECKPOINT_IDLE_EVERY) } else { CHECKPOINT_EVERY };
+                last_frames = Some(frames);
             }
-            tracing::debug!(error = %e, "checkpoint skipped");
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::debug!(error = %e, "checkpoint skipped");
+            }
         }
     }
 }
