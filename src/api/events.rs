@@ -168,6 +168,13 @@ pub struct SearchParams {
 struct SearchResult {
     events: Vec<Event>,
     next_cursor: Option<String>,
+    /// Only when a text search could not see the newest events yet (see docs/api.md).
+    #[serde(skip_serializing_if = "is_zero")]
+    index_lag: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn time_param(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -210,7 +217,7 @@ pub async fn search_events(
         cursor: non_empty(params.cursor),
     };
     let page = state.ingest.store().search_events(&query).await?;
-    Ok(Json(SearchResult { events: page.items, next_cursor: page.next_cursor }))
+    Ok(Json(SearchResult { events: page.items, next_cursor: page.next_cursor, index_lag: page.index_lag }))
 }
 
 #[cfg(test)]

@@ -183,6 +183,9 @@ pub struct EventQuery {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
+    /// For a text search: how many of the newest stored events the full-text index did not
+    /// hold yet when the search gave up waiting for it (after a large burst); 0 otherwise.
+    pub index_lag: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -50,6 +50,8 @@ pub struct SqliteStore {
     /// What the writer has applied of what the log acknowledged.
     backlog: Option<Backlog>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// How long a text search waits for the full-text index (`TEXT_SEARCH_WAIT`).
+    text_search_wait: Duration,
 }
 
 /// How often the WAL is copied back into the database file, off the commit path. Often, so each
@@ -59,6 +61,10 @@ pub struct SqliteStore {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// How often at most while nothing is written.
 const CHECKPOINT_IDLE_EVERY: Duration = Duration::from_millis(800);
+/// How long a text search waits for the full-text index to catch up. Only a large burst
+/// leaves it further behind (a million events take ~15 s to index); the search then answers
+/// from what is indexed and says how many events it could not see.
+const TEXT_SEARCH_WAIT: Duration = Duration::from_secs(2);
 /// The writer thread's nice value when it applies the log in the background.
 const WRITER_NICE: i32 = 10;
 
@@ -111,6 +117,7 @@ impl SqliteStore {
                     applied: applied_tx,
                     journal_path: journal_dir.as_ref().map(|d| d.path().to_path_buf()),
                     durable_segment: first_segment.unwrap_or(0),
+                    index_waiters: Vec::new(),
                 };
                 Ok::<_, StoreError>((writer, journal_dir, first_segment))
             })
@@ -160,7 +167,15 @@ impl SqliteStore {
         };
         let background = vec![tokio::spawn(checkpoint_loop(checkpointer))];
         let backlog = journal.as_ref().map(|j| Backlog { journaled: j.journaled_counter(), applied });
-        Ok(SqliteStore { reader, writer_pool, writes, journal, backlog, background })
+        Ok(SqliteStore {
+            reader,
+            writer_pool,
+            writes,
+            journal,
+            backlog,
+            background,
+            text_search_wait: TEXT_SEARCH_WAIT,
+        })
     }
 
     /// Waits until every write acknowledged before this call is applied, so reads see them.
@@ -183,6 +198,16 @@ impl SqliteStore {
     /// miss what was just accepted).
     async fn index_now(&self) -> Result<(), StoreError> {
         self.write(WriteOp::Index).await
+    }
+
+    /// How many stored events the full-text index does not hold yet.
+    async fn index_lag(&self) -> Result<u64, StoreError> {
+        let lag: i64 = sqlx::query_scalar(
+            "SELECT MAX(0, COALESCE((SELECT MAX(seq) FROM events), 0) - (SELECT last_seq FROM fts_progress WHERE id = 1))",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(lag as u64)
     }
 
     async fn write(&self, op: impl FnOnce(Done) -> WriteOp) -> Result<(), StoreError> {
@@ -343,8 +368,11 @@ impl Store for SqliteStore {
                 .push_bind(seq)
                 .push("))");
         }
+        let mut index_lag = 0;
         if let Some(q) = query.q.as_deref().and_then(fts_query) {
-            self.index_now().await?;
+            if tokio::time::timeout(self.text_search_wait, self.index_now()).await.is_err() {
+                index_lag = self.index_lag().await?;
+            }
             qb.push(" AND seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ").push_bind(q).push(")");
         }
         qb.push(" ORDER BY ts DESC, seq DESC LIMIT ").push_bind(limit + 1);
@@ -357,7 +385,7 @@ impl Store for SqliteStore {
             last = Some((row.try_get::<i64, _>("ts")?, row.try_get::<i64, _>("seq")?));
         }
         let next_cursor = if rows.len() as i64 > limit { last.map(|(ts, seq)| encode_cursor(ts, seq)) } else { None };
-        Ok(Page { items, next_cursor })
+        Ok(Page { items, next_cursor, index_lag })
     }
 
     async fn enqueue(&self, deliveries: Vec<NewDelivery>, alerts: Vec<Alert>) -> Result<(), StoreError> {

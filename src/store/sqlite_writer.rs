@@ -45,7 +45,8 @@ pub(super) enum WriteOp {
         at: i64,
         done: Done,
     },
-    /// Index every stored event for full-text search, then answer.
+    /// Answer once every stored event is indexed for full-text search. The index catches up
+    /// in steps between rounds, so ingest goes on meanwhile.
     Index(Done),
     /// Finish what is queued before it, then stop.
     Stop(Done),
@@ -147,6 +148,8 @@ pub(super) struct Writer {
     pub journal_path: Option<PathBuf>,
     /// Segments before this one are applied and synced, so they are removed.
     pub durable_segment: u64,
+    /// Searches waiting for the full-text index to catch up.
+    pub index_waiters: Vec<Done>,
 }
 
 impl Writer {
@@ -156,7 +159,14 @@ impl Writer {
         let mut last_index = Instant::now();
         let mut round = Vec::new();
         loop {
-            let wait = if index_behind { INDEX_GATHER } else { Duration::from_secs(3600) };
+            // A waiting search makes the index catch up at full speed, one step between rounds.
+            let wait = if !self.index_waiters.is_empty() {
+                Duration::ZERO
+            } else if index_behind {
+                INDEX_GATHER
+            } else {
+                Duration::from_secs(3600)
+            };
             let first = match rx.recv_timeout(wait) {
                 Ok(op) => op,
                 Err(flume::RecvTimeoutError::Timeout) => {
@@ -185,7 +195,8 @@ impl Writer {
             if stop {
                 return;
             }
-            if index_behind && last_index.elapsed() >= INDEX_YIELD {
+            let hurried = !self.index_waiters.is_empty();
+            if hurried || (index_behind && last_index.elapsed() >= INDEX_YIELD) {
                 index_behind = self.index_step_logged();
                 last_index = Instant::now();
             }
@@ -204,9 +215,7 @@ impl Writer {
             for op in round.drain(..) {
                 match (&result, op) {
                     (Err(_), op @ WriteOp::Apply(_)) => kept.push(op),
-                    (Ok(()), WriteOp::Index(done)) => {
-                        let _ = done.send(self.index_all());
-                    }
+                    (Ok(()), WriteOp::Index(done)) => self.index_waiters.push(done),
                     (Ok(()), op) => op.reply(Ok(())),
                     (Err(e), op) => op.reply(Err(StoreError::Database(e.to_string()))),
                 }
@@ -237,20 +246,25 @@ impl Writer {
         Ok(())
     }
 
-    /// One index step; returns whether more is left to index.
+    /// One index step; returns whether more is left to index. Once nothing is, or the step
+    /// failed, the waiting searches are answered.
     fn index_step_logged(&mut self) -> bool {
         match self.index_step() {
-            Ok(n) => n == INDEX_STEP,
+            Ok(n) if n == INDEX_STEP => true,
+            Ok(_) => {
+                for done in self.index_waiters.drain(..) {
+                    let _ = done.send(Ok(()));
+                }
+                false
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "full-text indexing failed; will retry");
+                for done in self.index_waiters.drain(..) {
+                    let _ = done.send(Err(StoreError::Database(e.to_string())));
+                }
                 true
             }
         }
-    }
-
-    fn index_all(&mut self) -> Result<(), StoreError> {
-        while self.index_step()? == INDEX_STEP {}
-        Ok(())
     }
 
     /// Indexes up to `INDEX_STEP` events past the last indexed one; returns how many.

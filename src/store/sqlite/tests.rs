@@ -184,6 +184,37 @@ async fn prune_removes_old_events_and_their_search_entries() {
 }
 
 #[tokio::test]
+async fn a_text_search_that_cannot_wait_for_the_index_says_what_it_could_not_see() {
+    let (_dir, mut store) = store().await;
+    let n = 900;
+    let batch = (0..n)
+        .map(|i| {
+            NewEvent::plain(event(json!({"kind": "k", "title": format!("needle {i}")}), "2026-11-21T10:00:00Z"), vec![])
+        })
+        .collect();
+    store.insert_events(batch).await.unwrap();
+    let q = EventQuery { limit: 1000, q: Some("needle".into()), ..Default::default() };
+
+    // No wait at all: whatever is indexed is found, the rest is counted as not yet searchable.
+    store.text_search_wait = Duration::ZERO;
+    let hurried = store.search_events(&EventQuery { limit: 1000, ..q.clone() }).await.unwrap();
+    let found = hurried.items.len() as u64;
+    assert!(found <= n && found + hurried.index_lag >= n, "found {found}, lag {}", hurried.index_lag);
+
+    // Waiting as long as it takes: every event, nothing left out.
+    store.text_search_wait = TEXT_SEARCH_WAIT;
+    let mut seen = 0;
+    let mut page = store.search_events(&q).await.unwrap();
+    loop {
+        assert_eq!(page.index_lag, 0);
+        seen += page.items.len() as u64;
+        let Some(cursor) = page.next_cursor.clone() else { break };
+        page = store.search_events(&EventQuery { cursor: Some(cursor), ..q.clone() }).await.unwrap();
+    }
+    assert_eq!(seen, n);
+}
+
+#[tokio::test]
 async fn batches_count_and_settle_a_whole_group() {
     let (_dir, store) = store().await;
     let t0: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
