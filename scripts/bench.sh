@@ -180,13 +180,19 @@ fill() { # label target url pid
 
 catch_up() { # target url
   if [[ "$1" == tocsin ]]; then
-    curl -fsS -o /dev/null -H "Authorization: Bearer bench-key" "$2/api/v1/events?q=bench&limit=1" || true
+    # A text search waits (at most 2 s at a time) until what was accepted is applied and
+    # indexed; it says "index_lag" while the index is still behind. A word found nowhere keeps
+    # the search itself cheap (no million matches held by a reader connection).
+    for _ in $(seq 1 60); do
+      curl -fsS -H "Authorization: Bearer bench-key" "$2/api/v1/events?q=catchupprobe&limit=1" 2>/dev/null \
+        | grep -q '"index_lag"' || break
+    done
   fi
   sleep 1
 }
 
-# Resident memory once the server has everything stored and sits idle: one search (tocsin's
-# waits for what was accepted to be applied and indexed), then 2 s of quiet.
+# Resident memory once the server has everything stored and sits idle: text searches until
+# tocsin's index has caught up (see catch_up), then 2 s of quiet.
 settled() { # label target url pid
   local label=$1 target=$2 url=$3 pid=$4
   catch_up "$target" "$url"
