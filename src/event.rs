@@ -3,6 +3,8 @@
 //! Incoming JSON is checked field by field so a bad request names the exact field that is
 //! wrong (`events[3].kind`) instead of a generic parse error.
 
+mod time;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -89,7 +91,9 @@ pub struct Event {
     pub status: Option<AlertStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    #[serde(serialize_with = "time::serialize")]
     pub timestamp: DateTime<Utc>,
+    #[serde(serialize_with = "time::serialize")]
     pub received_at: DateTime<Utc>,
     pub source: String,
     /// The exception of an `error.*` event (issue 5), already scrubbed when stored.

@@ -14,6 +14,7 @@ mod sqlite_slack_threads;
 mod sqlite_sources;
 mod sqlite_writer;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
@@ -104,6 +105,21 @@ impl NewEvent {
     /// The event as JSON.
     pub fn body(&self) -> &RawValue {
         self.body.get_or_init(|| serde_json::value::to_raw_value(&self.event).expect("events serialize"))
+    }
+
+    /// Frees what only the JSON needs (title, text, labels, fields, link, error), keeping the
+    /// stored columns. The commit log calls this once the record is written, on the thread
+    /// that allocated the event: the SQLite writer, which drops the event later, would pay
+    /// mimalloc's cross-thread free for every string and map node (5–7 % of batch ingest).
+    pub(crate) fn shed(&mut self) {
+        self.body();
+        let event = &mut self.event;
+        event.title = None;
+        event.text = None;
+        event.link = None;
+        event.error = None;
+        event.labels = BTreeMap::new();
+        event.fields = serde_json::Map::new();
     }
 }
 
