@@ -3,7 +3,7 @@
 //! Incoming JSON is checked field by field so a bad request names the exact field that is
 //! wrong (`events[3].kind`) instead of a generic parse error.
 
-mod time;
+pub(crate) mod time;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -521,18 +521,30 @@ mod tests {
     }
 
     #[test]
-    fn a_record_written_from_the_cached_body_reads_back_whole() {
+    fn a_record_written_from_the_cached_parts_reads_back_whole() {
         let Entry::Events(written) = events(1) else { unreachable!() };
         let mut event = written[0].event.clone();
         event.labels.insert("env".into(), "prod \"quoted\" <&>".into());
         let new = NewEvent::plain(event.clone(), Vec::new());
         let json = serde_json::to_value(Entry::Events(vec![new.clone()])).unwrap();
-        assert_eq!(json["Events"][0]["event"], serde_json::to_value(&event).unwrap());
+        assert_eq!(json["Events"][0]["head"]["kind"], "k");
+        assert_eq!(json["Events"][0]["rest"]["labels"]["env"], "prod \"quoted\" <&>");
         assert_eq!(new.body().get(), serde_json::to_string(&event).unwrap());
         let back: Entry = serde_json::from_value(json).unwrap();
         let Entry::Events(back) = back else { panic!("not events") };
         assert_eq!(back[0].event, event);
         assert!(back[0].deliveries.is_empty() && back[0].alert.is_none());
+    }
+
+    #[test]
+    fn a_record_from_before_the_split_reads_back_whole() {
+        let Entry::Events(written) = events(1) else { unreachable!() };
+        let event = written[0].event.clone();
+        let old = json!({"Events": [{"event": event, "deliveries": [], "alert": null}]});
+        let Entry::Events(back) = serde_json::from_value(old).unwrap() else { panic!("not events") };
+        assert_eq!(back[0].event, event);
+        let neither = json!({"Events": [{"deliveries": [], "alert": null}]});
+        assert!(serde_json::from_value::<Entry>(neither).is_err());
     }
 
     #[test]
@@ -548,9 +560,12 @@ mod tests {
         assert!(shed[0].event.labels.is_empty() && shed[0].event.title.is_none());
         assert_eq!(shed[0].event.user.as_deref(), Some("u-1"));
         assert_eq!(shed[0].event.kind, event.kind);
-        assert_eq!(shed[0].body().get(), serde_json::to_string(&event).unwrap());
+        // The record is written before shedding; one written after still holds everything.
         let record: Value = serde_json::to_value(&shed[0]).unwrap();
-        assert_eq!(record["event"], serde_json::to_value(&event).unwrap());
+        let mut whole = record["head"].as_object().unwrap().clone();
+        whole.extend(record["rest"].as_object().unwrap().clone());
+        assert_eq!(Value::Object(whole), serde_json::to_value(&event).unwrap());
+        assert!(shed[0].stored_body().get().contains("\"labels\":{\"env\":\"prod\"}"));
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! implementation follows the same trait and the same numbered migrations
 //! (`migrations/sqlite/`, `migrations/postgres/`).
 
+mod event_parts;
 pub(crate) mod journal;
 pub mod samples;
 pub mod slack_threads;
@@ -83,36 +84,61 @@ pub struct NewDelivery {
 
 /// An event, the deliveries it caused, and the alert it updated.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "EventRecord")]
 pub struct NewEvent {
     pub event: Event,
     pub deliveries: Vec<NewDelivery>,
     pub alert: Option<Alert>,
-    /// `event` as JSON, made once when the store first needs it (the commit log's record and
-    /// the stored row share it); the store takes a `NewEvent` as final.
-    #[serde(skip)]
+    /// The event as JSON in its two stored parts (`event_parts`), made once when the store
+    /// first needs them: the commit log's record and the stored row share them. The store
+    /// takes a `NewEvent` as final.
+    parts: OnceLock<JsonParts>,
+    /// The whole event as one JSON object, for an alert's record of its last event.
     body: OnceLock<Box<RawValue>>,
+}
+
+#[derive(Debug, Clone)]
+struct JsonParts {
+    head: Box<RawValue>,
+    rest: Box<RawValue>,
 }
 
 impl NewEvent {
     pub fn new(event: Event, deliveries: Vec<NewDelivery>, alert: Option<Alert>) -> NewEvent {
-        NewEvent { event, deliveries, alert, body: OnceLock::new() }
+        NewEvent { event, deliveries, alert, parts: OnceLock::new(), body: OnceLock::new() }
     }
 
     pub fn plain(event: Event, deliveries: Vec<NewDelivery>) -> NewEvent {
         NewEvent::new(event, deliveries, None)
     }
 
-    /// The event as JSON.
+    fn parts(&self) -> &JsonParts {
+        self.parts.get_or_init(|| JsonParts {
+            head: serde_json::value::to_raw_value(&event_parts::head_of(&self.event)).expect("events serialize"),
+            rest: serde_json::value::to_raw_value(&event_parts::rest_of(&self.event)).expect("events serialize"),
+        })
+    }
+
+    /// The stored row's `body`: the event without the fields that are columns.
+    pub(crate) fn stored_body(&self) -> &RawValue {
+        &self.parts().rest
+    }
+
+    /// The whole event as JSON.
     pub fn body(&self) -> &RawValue {
         self.body.get_or_init(|| serde_json::value::to_raw_value(&self.event).expect("events serialize"))
     }
 
-    /// Frees what only the JSON needs (title, text, labels, fields, link, error), keeping the
-    /// stored columns. The commit log calls this once the record is written, on the thread
-    /// that allocated the event: the SQLite writer, which drops the event later, would pay
-    /// mimalloc's cross-thread free for every string and map node (5–7 % of batch ingest).
+    /// Makes the JSON the writer will need, then frees what only that JSON needs (title, text,
+    /// labels, fields, link, error), keeping the stored columns. The commit log calls this
+    /// once the record is written, on the thread that allocated the event: the SQLite writer,
+    /// which drops the event later, would pay mimalloc's cross-thread free for every string
+    /// and map node (5–7 % of batch ingest).
     pub(crate) fn shed(&mut self) {
-        self.body();
+        self.parts();
+        if self.alert.is_some() {
+            self.body();
+        }
         let event = &mut self.event;
         event.title = None;
         event.text = None;
@@ -123,15 +149,41 @@ impl NewEvent {
     }
 }
 
-/// The same shape as a derived `Serialize`, with the event written from its cached JSON.
+/// The commit log's record: the event's two parts as they will be stored, its deliveries and
+/// its alert.
 impl Serialize for NewEvent {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut record = serializer.serialize_struct("NewEvent", 3)?;
-        record.serialize_field("event", self.body())?;
+        let parts = self.parts();
+        let mut record = serializer.serialize_struct("NewEvent", 4)?;
+        record.serialize_field("head", &parts.head)?;
+        record.serialize_field("rest", &parts.rest)?;
         record.serialize_field("deliveries", &self.deliveries)?;
         record.serialize_field("alert", &self.alert)?;
         record.end()
+    }
+}
+
+/// A record as read back: the two parts, or (written before the split) the whole event.
+#[derive(Deserialize)]
+struct EventRecord {
+    head: Option<event_parts::Head>,
+    rest: Option<event_parts::Rest>,
+    event: Option<Event>,
+    deliveries: Vec<NewDelivery>,
+    alert: Option<Alert>,
+}
+
+impl TryFrom<EventRecord> for NewEvent {
+    type Error = &'static str;
+
+    fn try_from(record: EventRecord) -> Result<NewEvent, Self::Error> {
+        let event = match (record.head, record.rest, record.event) {
+            (Some(head), Some(rest), _) => rest.into_event(head),
+            (_, _, Some(event)) => event,
+            _ => return Err("a logged event needs `head` and `rest`, or `event`"),
+        };
+        Ok(NewEvent::new(event, record.deliveries, record.alert))
     }
 }
 

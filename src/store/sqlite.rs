@@ -25,6 +25,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
+use super::event_parts;
 use super::journal::{Entry, Journal, JournalDir};
 use super::sqlite_writer::{self, Done, WriteOp, Writer};
 use super::{
@@ -217,6 +218,27 @@ impl SqliteStore {
     }
 }
 
+/// An event from its row: the columns and the rest of it in `body` (see `event_parts`).
+fn stored_event(row: &sqlx::sqlite::SqliteRow) -> Result<Event, StoreError> {
+    let corrupt = |what: String| StoreError::Database(format!("corrupt event: {what}"));
+    let id: Vec<u8> = row.try_get("id")?;
+    let severity: i64 = row.try_get("severity")?;
+    let head = event_parts::Head {
+        id: uuid::Uuid::from_slice(&id).map_err(|e| corrupt(e.to_string()))?,
+        kind: row.try_get("kind")?,
+        severity: usize::try_from(severity)
+            .ok()
+            .and_then(|i| crate::event::Severity::ALL.get(i).copied())
+            .ok_or_else(|| corrupt(format!("severity {severity}")))?,
+        user: row.try_get("user")?,
+        fingerprint: row.try_get("fingerprint")?,
+        source: row.try_get("source")?,
+    };
+    let body: &str = row.try_get("body")?;
+    let rest: event_parts::Rest = serde_json::from_str(body).map_err(|e| corrupt(e.to_string()))?;
+    Ok(rest.into_event(head))
+}
+
 /// What the log acknowledged (its weight so far) against what the writer applied.
 struct Backlog {
     journaled: Arc<std::sync::atomic::AtomicU64>,
@@ -341,7 +363,9 @@ impl Store for SqliteStore {
     async fn search_events(&self, query: &EventQuery) -> Result<Page<Event>, StoreError> {
         self.settle().await?;
         let limit = query.limit.clamp(1, 1000) as i64;
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT seq, ts, body FROM events WHERE 1=1");
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT seq, ts, id, kind, severity, user, fingerprint, source, body FROM events WHERE 1=1",
+        );
         if let Some(user) = &query.user {
             qb.push(" AND user = ").push_bind(user.clone());
         }
@@ -380,8 +404,7 @@ impl Store for SqliteStore {
         let mut items = Vec::with_capacity(rows.len().min(limit as usize));
         let mut last = None;
         for row in rows.iter().take(limit as usize) {
-            let body: String = row.try_get("body")?;
-            items.push(serde_json::from_str(&body).map_err(|e| StoreError::Database(format!("corrupt event: {e}")))?);
+            items.push(stored_event(row)?);
             last = Some((row.try_get::<i64, _>("ts")?, row.try_get::<i64, _>("seq")?));
         }
         let next_cursor = if rows.len() as i64 > limit { last.map(|(ts, seq)| encode_cursor(ts, seq)) } else { None };

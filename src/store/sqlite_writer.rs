@@ -419,7 +419,7 @@ fn insert_events(tx: &Transaction<'_>, events: &[&NewEvent]) -> Result<(), Store
             ev.user,
             ev.fingerprint,
             ev.source,
-            e.body().get(),
+            e.stored_body().get(),
         ])?;
         for d in &e.deliveries {
             insert_delivery(tx, Some(seq), d, now)?;
