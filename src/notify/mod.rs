@@ -184,6 +184,9 @@ impl NotifierContext {
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
+            // Following a 301/302/303 turns the POST into a bodiless GET, and that GET's 2xx
+            // would count as delivered: the message lost. A redirect is the target's error.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the TLS backend initializes");
         NotifierContext { http, timeout, store: None }

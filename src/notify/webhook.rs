@@ -371,6 +371,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_redirect_is_a_failure_not_a_delivery() {
+        let fake = FakeReceiver::start().await;
+        fake.set_replies([Reply::redirect(302, "/moved"), Reply::redirect(308, "/moved")]);
+        let http = crate::notify::NotifierContext::new(Duration::from_secs(2)).http;
+        let config = WebhookConfig { url: Secret::new(fake.url()), secret: None };
+        let n = Webhook::new("ops-hook", config, http);
+        for status in [302, 308] {
+            let e = n.send(&message()).await.expect_err("a redirect");
+            assert_eq!(e, NotifyError::permanent(format!("webhook answered {status}")));
+        }
+        assert_eq!(fake.requests().len(), 2, "the redirect was not followed");
+    }
+
+    #[tokio::test]
     async fn errors_never_show_the_url_or_secret() {
         let secret = "sig-secret-0123456789";
         // A port nothing listens on: bind, learn the port, close.

@@ -25,6 +25,11 @@ pub enum Reply {
         body: String,
         retry_after: Option<String>,
     },
+    /// A redirect to `location` (a receiver that moved).
+    Redirect {
+        status: u16,
+        location: String,
+    },
     /// Close the socket without answering.
     Drop,
 }
@@ -41,6 +46,10 @@ impl Reply {
     /// A 429 with a `Retry-After` header, given verbatim so malformed values can be tested.
     pub fn rate_limited(retry_after: impl Into<String>) -> Reply {
         Reply::Status { status: 429, body: String::new(), retry_after: Some(retry_after.into()) }
+    }
+
+    pub fn redirect(status: u16, location: impl Into<String>) -> Reply {
+        Reply::Redirect { status, location: location.into() }
     }
 }
 
@@ -159,6 +168,14 @@ async fn receive(
     shared.count.send_modify(|n| *n += 1);
     match reply {
         None => StatusCode::OK.into_response(),
+        Some(Reply::Redirect { status, location }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+            let mut response = status.into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(axum::http::header::LOCATION, value);
+            }
+            response
+        }
         Some(Reply::Status { status, body, retry_after }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = (status, body).into_response();
