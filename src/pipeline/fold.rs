@@ -117,8 +117,14 @@ fn fold_group(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
     }
     let fingerprint = |e: &OutboxEntry| e.message.events.first().map(|ev| ev.fingerprint.clone());
     let one_fingerprint = entries.iter().all(|e| fingerprint(e) == fingerprint(&entries[0]));
+    // A fingerprint derived from kind and labels alone is shared by different one-off events
+    // (each signup of the day): they are repeats only when they also read the same.
+    let chosen = entries[0].message.events.first().is_some_and(|ev| !ev.fingerprint_is_derived());
+    let reads_the_same =
+        |e: &OutboxEntry| e.message.title == entries[0].message.title && e.message.text == entries[0].message.text;
+    let repeats = one_fingerprint && (chosen || entries.iter().all(reads_the_same));
     let mut msg = base(entries, summary);
-    if one_fingerprint && (summary.count as usize == entries.len() || summary.by_kind.len() == 1) {
+    if repeats && (summary.count as usize == entries.len() || summary.by_kind.len() == 1) {
         // The same thing, again and again: one message with a count instead of N dings.
         let first = &entries[0].message;
         let count = thousands(summary.count.max(entries.len() as u64));
@@ -269,6 +275,27 @@ mod tests {
         let msg = fold(Fold::Group, &entries, &summary(37, &[("payment.failed", 37)]));
         assert_eq!(msg.title, "payment.failed (×37)");
         assert!(msg.text.contains("×37 in the last 4 min"), "{}", msg.text);
+    }
+
+    #[test]
+    fn different_events_of_one_kind_are_listed_not_counted_as_repeats() {
+        // No fingerprint sent: kind and labels derive the same one for every signup.
+        let signups: Vec<_> = (0..3)
+            .map(|i| {
+                let body =
+                    json!({"kind": "user.signup", "title": format!("u{i} signed up"), "labels": {"env": "prod"}});
+                entry(i, body, MessageStatus::Event)
+            })
+            .collect();
+        let msg = fold(Fold::Group, &signups, &summary(3, &[("user.signup", 3)]));
+        assert_eq!(msg.title, "3 events: user.signup ×3");
+        assert_eq!(msg.text, "• u0 signed up\n• u1 signed up\n• u2 signed up");
+        assert_eq!((msg.events.len(), msg.truncated), (3, 0));
+        // The same one-off text again and again is still one count.
+        let same: Vec<_> = (0..3)
+            .map(|i| entry(i, json!({"kind": "disk.full", "title": "disk full on db-1"}), MessageStatus::Event))
+            .collect();
+        assert_eq!(fold(Fold::Group, &same, &summary(3, &[("disk.full", 3)])).title, "disk full on db-1 (×3)");
     }
 
     #[test]
