@@ -2,25 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::params::QueryParams;
 use super::AppState;
 use crate::alert::Alert;
 use crate::config::{Dur, Scope};
 use crate::silence::{Matchers, Silence};
-
-#[derive(Deserialize)]
-pub struct PageParams {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
 
 #[derive(Serialize)]
 struct AlertView {
@@ -39,24 +34,15 @@ pub struct AlertList {
     next_cursor: Option<String>,
 }
 
-fn limit_param(limit: Option<&str>) -> Result<u32, ApiError> {
-    match limit {
-        None | Some("") => Ok(100),
-        Some(v) => v.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
-            ApiError::bad_request("invalid_parameter", "limit", "must be a whole number from 1 to 1000")
-        }),
-    }
-}
-
 pub async fn list_alerts(
     State(state): State<AppState>,
     headers: HeaderMap,
-    params: Result<Query<PageParams>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<AlertList>, ApiError> {
     state.settings.current().keys.authenticate(&headers)?.require(Scope::EventsRead)?;
-    let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_parameter", "query", e.body_text()))?;
-    let limit = limit_param(params.limit.as_deref())?;
-    let cursor = params.cursor.filter(|c| !c.is_empty());
+    let mut params = QueryParams::parse(raw.as_deref(), &["limit", "cursor"])?;
+    let limit = params.limit(100)?;
+    let cursor = params.take("cursor");
     let page = state.ingest.store().firing_alerts(limit, cursor.as_deref()).await?;
     let alerts = page
         .alerts

@@ -1,7 +1,7 @@
 //! `POST /api/v1/events` (ingest) and `GET /api/v1/events` (search).
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,6 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::params::QueryParams;
 use super::AppState;
 use crate::config::Scope;
 use crate::event::{parse_event_owned, Event, FieldError, WireEvent, MAX_BATCH};
@@ -153,17 +154,6 @@ pub(super) fn parse_body(value: Value, source: &str, now: DateTime<Utc>) -> Resu
     )
 }
 
-#[derive(Debug, Deserialize)]
-pub struct SearchParams {
-    user: Option<String>,
-    q: Option<String>,
-    kind: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 #[derive(Serialize)]
 struct SearchResult {
     events: Vec<Event>,
@@ -177,9 +167,17 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// A kind, or a glob of kinds with `*`: anything else (`[`, `?`, capitals) matches nothing.
+fn kind_param(kind: String) -> Result<String, ApiError> {
+    if kind.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-*".contains(c)) {
+        Ok(kind)
+    } else {
+        Err(ApiError::bad_request("invalid_parameter", "kind", "a kind (a-z, 0-9, _ . -) or a glob of kinds with *"))
+    }
+}
+
 fn time_param(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
     value
-        .filter(|v| !v.is_empty())
         .map(|v| {
             DateTime::parse_from_rfc3339(&v).map(|t| t.with_timezone(&Utc)).map_err(|_| {
                 ApiError::bad_request(
@@ -195,26 +193,19 @@ fn time_param(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>
 pub async fn search_events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<impl Serialize>, ApiError> {
     let settings = state.settings.current();
     settings.keys.authenticate(&headers)?.require(Scope::EventsRead)?;
-    let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_parameter", "query", e.body_text()))?;
-    let limit = match params.limit.as_deref() {
-        None | Some("") => 50,
-        Some(v) => v.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
-            ApiError::bad_request("invalid_parameter", "limit", "must be a whole number from 1 to 1000")
-        })?,
-    };
-    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let mut params = QueryParams::parse(raw.as_deref(), &["user", "q", "kind", "since", "until", "limit", "cursor"])?;
     let query = EventQuery {
-        user: non_empty(params.user),
-        q: non_empty(params.q),
-        kind: non_empty(params.kind),
-        since: time_param("since", params.since)?,
-        until: time_param("until", params.until)?,
-        limit,
-        cursor: non_empty(params.cursor),
+        user: params.take("user"),
+        q: params.take("q"),
+        kind: params.take("kind").map(kind_param).transpose()?,
+        since: time_param("since", params.take("since"))?,
+        until: time_param("until", params.take("until"))?,
+        limit: params.limit(50)?,
+        cursor: params.take("cursor"),
     };
     let page = state.ingest.store().search_events(&query).await?;
     Ok(Json(SearchResult { events: page.items, next_cursor: page.next_cursor, index_lag: page.index_lag }))

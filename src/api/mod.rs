@@ -10,6 +10,7 @@ mod heartbeats;
 mod inbound;
 mod issues;
 mod ops;
+mod params;
 pub mod slack;
 mod stripe;
 

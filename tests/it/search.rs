@@ -122,3 +122,26 @@ async fn search_by_user_text_kind_time_and_pages() {
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_query_parameter_is_named_not_ignored() {
+    let d = Daemon::start(Options::new("")).await;
+    let cases = [
+        ("/api/v1/events?users=alice@example.com", "users"),
+        ("/api/v1/events?severity=critical", "severity"),
+        ("/api/v1/events?kind=A[", "kind"),
+        ("/api/v1/events?user=a&user=b", "user"),
+        ("/api/v1/deliveries/dead?limit=abc", "limit"),
+        ("/api/v1/deliveries/dead?limit=5000", "limit"),
+        ("/api/v1/deliveries/dead?cursor=-5", "cursor"),
+        ("/api/v1/alerts?limt=5", "limt"),
+    ];
+    for (path, field) in cases {
+        let (status, body, text) = d.get(Some(KEY_R), path).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        assert_eq!(body["error"]["field"], field, "{path}: {text}");
+        assert!(["invalid_parameter", "invalid_cursor"].contains(&body["error"]["code"].as_str().unwrap()), "{text}");
+    }
+    let (status, _, text) = d.get(Some(KEY_R), "/api/v1/deliveries/dead?limit=10&cursor=").await;
+    assert_eq!(status, 200, "{text}");
+}
