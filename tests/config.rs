@@ -156,6 +156,14 @@ fn a_syntax_error_is_one_positioned_error() {
 }
 
 #[test]
+fn a_file_that_cannot_be_read_is_named_without_a_position() {
+    let e = load(Path::new("conf/surely-not-here.toml")).unwrap_err().0;
+    assert_eq!(e.len(), 1, "{e:?}");
+    let text = e[0].to_string();
+    assert!(text.starts_with("conf/surely-not-here.toml: cannot read the file: "), "{text}");
+}
+
+#[test]
 fn a_missing_environment_variable_is_named() {
     let text =
         "[[api_keys]]\nname = \"backend\"\nkey = \"${env:TOCSIN_TEST_SURELY_UNSET_1}\"\nscopes = [\"events:write\"]\n";

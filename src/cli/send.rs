@@ -37,11 +37,18 @@ pub async fn run(args: SendArgs) -> ExitCode {
         eprintln!("error: --severity must be one of info, warning, error, critical");
         return ExitCode::from(1);
     }
+    if args.text.trim().is_empty() {
+        eprintln!("error: the message text is empty");
+        return ExitCode::from(1);
+    }
+    // A one-line message is all title: repeating it as the text showed it twice.
+    let title = first_line(&args.text);
+    let text = (args.text.trim() != title).then_some(args.text.as_str());
     let body = serde_json::json!({
         "kind": args.route_as,
         "severity": args.severity,
-        "title": first_line(&args.text),
-        "text": args.text,
+        "title": title,
+        "text": text,
     });
     let event = match parse_event(&body, "", "cli", chrono::Utc::now()) {
         Ok(e) => e,

@@ -42,8 +42,8 @@ pub enum SilenceCommand {
         /// NAME=GLOB, where NAME is `kind` or a label name (repeatable)
         #[arg(long = "matcher", short = 'm', required = true, value_parser = parse_matcher)]
         matchers: Vec<(String, String)>,
-        /// How long, e.g. 2h
-        #[arg(long, conflicts_with = "ends_at")]
+        /// How long, e.g. 2h (or give --ends-at)
+        #[arg(long, conflicts_with = "ends_at", required_unless_present = "ends_at")]
         duration: Option<String>,
         /// Until when (RFC 3339)
         #[arg(long)]
@@ -113,7 +113,11 @@ pub async fn run(command: SilenceCommand) -> ExitCode {
         }
         SilenceCommand::List { remote } => {
             call(&remote, reqwest::Method::GET, "/api/v1/silences", None).await.map(|v| {
-                for s in v["silences"].as_array().into_iter().flatten() {
+                let silences = v["silences"].as_array().map(Vec::as_slice).unwrap_or_default();
+                if silences.is_empty() {
+                    eprintln!("no silences");
+                }
+                for s in silences {
                     let matchers = s["matchers"]
                         .as_object()
                         .map(|m| {
