@@ -231,7 +231,7 @@ pub fn validate(wire: WireEvent, path: &str, source: &str, now: DateTime<Utc>) -
     let user = wire.user;
     if let Some(u) = &user {
         if u.len() > 256 {
-            return Err(FieldError::new(field("user"), "must be at most 256 characters"));
+            return Err(FieldError::new(field("user"), "must be at most 256 bytes (UTF-8)"));
         }
     }
 
@@ -241,10 +241,10 @@ pub fn validate(wire: WireEvent, path: &str, source: &str, now: DateTime<Utc>) -
     }
     for (k, v) in &labels {
         if k.is_empty() || k.len() > 128 {
-            return Err(FieldError::new(field("labels"), "label names must be 1 to 128 characters"));
+            return Err(FieldError::new(field("labels"), "label names must be 1 to 128 bytes (UTF-8)"));
         }
         if v.len() > 1024 {
-            return Err(FieldError::new(format!("{path}labels.{k}"), "must be at most 1024 characters"));
+            return Err(FieldError::new(format!("{path}labels.{k}"), "must be at most 1024 bytes (UTF-8)"));
         }
     }
 
@@ -283,7 +283,7 @@ pub fn validate(wire: WireEvent, path: &str, source: &str, now: DateTime<Utc>) -
 
     let fingerprint = match wire.fingerprint {
         Some(f) if f.is_empty() || f.len() > 256 => {
-            return Err(FieldError::new(field("fingerprint"), "must be 1 to 256 characters"))
+            return Err(FieldError::new(field("fingerprint"), "must be 1 to 256 bytes (UTF-8)"))
         }
         Some(f) => f,
         None => match &error {
