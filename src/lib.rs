@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod es;
 pub mod event;
+pub mod idle;
 pub mod ingest;
 pub mod message;
 pub mod metrics;

@@ -74,14 +74,14 @@ pub fn main() -> ExitCode {
     main_with_idle_hook(|| {})
 }
 
-/// `main`, with `on_idle` run by a runtime thread that goes idle (at most every 100 ms per
-/// thread): the binary hands the allocator's "return what is free" here. A thread's last park
-/// after a burst may fall inside that interval, so the interval bounds what stays uncollected.
+/// `main`, with `on_idle` run by threads that go idle (`crate::idle`): the binary hands the
+/// allocator's "return what is free" here.
 pub fn main_with_idle_hook(on_idle: fn()) -> ExitCode {
+    crate::idle::set_hook(on_idle);
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(move || idle_at_most_every_100ms(on_idle))
+        .on_thread_park(crate::idle::going_idle)
         .build()
     {
         Ok(rt) => rt,
@@ -91,21 +91,6 @@ pub fn main_with_idle_hook(on_idle: fn()) -> ExitCode {
         }
     };
     runtime.block_on(run(cli))
-}
-
-fn idle_at_most_every_100ms(on_idle: fn()) {
-    use std::cell::Cell;
-    use std::time::{Duration, Instant};
-    thread_local! {
-        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
-    }
-    LAST.with(|last| {
-        let now = Instant::now();
-        if last.get().is_none_or(|at| now.duration_since(at) >= Duration::from_millis(100)) {
-            last.set(Some(now));
-            on_idle();
-        }
-    });
 }
 
 async fn run(cli: Cli) -> ExitCode {

@@ -329,7 +329,11 @@ impl LogWriter {
     fn run(mut self, mut rx: mpsc::Receiver<Append>, mut apply: impl FnMut(Durable) -> bool) {
         let mut buf = Vec::with_capacity(64 << 10);
         let mut round: Vec<Append> = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            if rx.is_empty() {
+                crate::idle::going_idle();
+            }
+            let Some(first) = rx.blocking_recv() else { break };
             round.push(first);
             let mut weight = round[0].entry.weight();
             while weight < MAX_ROUND_WEIGHT {

@@ -167,6 +167,9 @@ impl Writer {
             } else {
                 Duration::from_secs(3600)
             };
+            if rx.is_empty() && self.index_waiters.is_empty() {
+                crate::idle::going_idle();
+            }
             let first = match rx.recv_timeout(wait) {
                 Ok(op) => op,
                 Err(flume::RecvTimeoutError::Timeout) => {
