@@ -292,7 +292,13 @@ pub fn validate(wire: WireEvent, path: &str, source: &str, now: DateTime<Utc>) -
         },
     };
 
-    let source = wire.source.unwrap_or_else(|| source.to_string());
+    let source = match wire.source {
+        Some(s) if s.is_empty() || s.len() > 128 => {
+            return Err(FieldError::new(field("source"), "must be 1 to 128 bytes (UTF-8)"))
+        }
+        Some(s) => s,
+        None => source.to_string(),
+    };
 
     Ok(Event {
         id: new_event_id(now),
@@ -409,6 +415,16 @@ mod tests {
         assert!(e.fingerprint_is_derived());
         let named = parse_event(&json!({"kind": "user.registered", "fingerprint": "x"}), "", "backend", now()).unwrap();
         assert!(!named.fingerprint_is_derived());
+    }
+
+    #[test]
+    fn a_named_source_is_kept_within_bounds() {
+        let named = parse_event(&json!({"kind": "a", "source": "billing"}), "", "backend", now()).unwrap();
+        assert_eq!(named.source, "billing");
+        for bad in [String::new(), "s".repeat(129)] {
+            let e = parse_event(&json!({"kind": "a", "source": bad}), "events[2].", "backend", now()).unwrap_err();
+            assert_eq!(e.field, "events[2].source");
+        }
     }
 
     #[test]

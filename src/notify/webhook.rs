@@ -1,5 +1,5 @@
-//! `webhook`: a generic JSON POST, optionally signed, for receivers of our own (see
-//! `spec/interface.md`, "The generic webhook notifier's request").
+//! `webhook`: a generic JSON POST, optionally signed, for receivers of our own (the body and
+//! the signature are documented in `docs/notifiers.md`).
 //!
 //! The HTTP helpers at the bottom are shared with `slack_webhook`: both must classify failures
 //! the same way and both must keep the URL, which is a credential, out of every error.
