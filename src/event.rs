@@ -45,6 +45,15 @@ impl Severity {
     pub fn parse(s: &str) -> Option<Severity> {
         Severity::ALL.into_iter().find(|sev| sev.as_str() == s)
     }
+
+    /// The number a stored row keeps: 0 for info up to 3 for critical.
+    pub fn rank(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_rank(rank: i64) -> Option<Severity> {
+        usize::try_from(rank).ok().and_then(|i| Severity::ALL.get(i).copied())
+    }
 }
 
 impl fmt::Display for Severity {
@@ -403,6 +412,15 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         "2026-11-21T16:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_severity_s_rank_reads_back() {
+        for severity in Severity::ALL {
+            assert_eq!(Severity::from_rank(severity.rank()), Some(severity));
+        }
+        assert_eq!((Severity::Info.rank(), Severity::Critical.rank()), (0, 3));
+        assert_eq!((Severity::from_rank(4), Severity::from_rank(-1)), (None, None));
     }
 
     #[test]

@@ -111,7 +111,20 @@ impl JournalDir {
         let mut name = db_path.as_os_str().to_owned();
         name.push(".journal");
         let path = PathBuf::from(name);
-        fs::create_dir_all(&path).map_err(|e| io_error(&path, e))?;
+        // Only the log's own directory is made: a mistyped `store.url` must not quietly start
+        // an empty store somewhere new.
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let parent = db_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                return Err(StoreError::Unavailable(format!(
+                    "the directory {} for the database does not exist",
+                    parent.display()
+                )));
+            }
+            Err(e) => return Err(io_error(&path, e)),
+        }
         let lock_path = path.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
@@ -585,6 +598,15 @@ mod tests {
         // Past the first record only the second is left.
         let rest = dir.recover(positions[0]).unwrap();
         assert_eq!(titles(&rest.entries), ["t0"]);
+    }
+
+    #[test]
+    fn a_database_in_a_missing_directory_is_refused_not_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("typo");
+        let Err(e) = JournalDir::open(&missing.join("t.db")) else { panic!("opened") };
+        assert!(e.to_string().contains("typo for the database does not exist"), "{e}");
+        assert!(!missing.exists());
     }
 
     #[tokio::test]

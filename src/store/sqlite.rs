@@ -226,10 +226,7 @@ fn stored_event(row: &sqlx::sqlite::SqliteRow) -> Result<Event, StoreError> {
     let head = event_parts::Head {
         id: uuid::Uuid::from_slice(&id).map_err(|e| corrupt(e.to_string()))?,
         kind: row.try_get("kind")?,
-        severity: usize::try_from(severity)
-            .ok()
-            .and_then(|i| crate::event::Severity::ALL.get(i).copied())
-            .ok_or_else(|| corrupt(format!("severity {severity}")))?,
+        severity: crate::event::Severity::from_rank(severity).ok_or_else(|| corrupt(format!("severity {severity}")))?,
         user: row.try_get("user")?,
         fingerprint: row.try_get("fingerprint")?,
         source: row.try_get("source")?,

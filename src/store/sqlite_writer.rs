@@ -418,7 +418,7 @@ fn insert_events(tx: &Transaction<'_>, events: &[&NewEvent]) -> Result<(), Store
             micros(ev.timestamp),
             micros(ev.received_at),
             ev.kind,
-            ev.severity as i64,
+            ev.severity.rank(),
             ev.user,
             ev.fingerprint,
             ev.source,
