@@ -11,6 +11,12 @@
 //!
 //! With `--server-pid PID` it reports the server's CPU use during the run and its resident
 //! memory (VmRSS, VmHWM) at the end.
+//!
+//! `--mode health` sends `GET` to the server's health endpoint instead of events: the latency
+//! floor of the generator, the loopback and the server's HTTP layer at a given rate, with
+//! nothing stored. `--stall-probe 5s` measures the machine itself: one thread per core
+//! spins reading the clock, and every gap over 0.5 ms is time that core was taken away (by
+//! the hypervisor or the kernel): latency that any server measured here carries.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -37,6 +43,8 @@ enum Target {
 enum Mode {
     Single,
     Batch,
+    /// `GET` the health endpoint: nothing stored, the floor under the other modes.
+    Health,
 }
 
 #[derive(Debug, Parser)]
@@ -46,8 +54,11 @@ struct Args {
     #[arg(long, value_enum, default_value = "tocsin")]
     target: Target,
     /// Base URL of the server, e.g. http://127.0.0.1:9750 (tocsin) or http://127.0.0.1:9093.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "stall_probe", default_value = "")]
     url: String,
+    /// Only measure how often the machine stalls a spinning thread, for this long; no server.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stall_probe: Option<Duration>,
     /// API key (tocsin only), sent as `Authorization: Bearer KEY`.
     #[arg(long, default_value = "bench-key")]
     key: String,
@@ -135,6 +146,7 @@ impl Bodies {
         let mut out = String::with_capacity(64 + n * 300);
         let sent_at = now_ns();
         match (self.target, self.mode) {
+            (_, Mode::Health) => {}
             (Target::Tocsin, Mode::Single) => self.event(&mut out, first, sent_at),
             (Target::Tocsin, Mode::Batch) => {
                 out.push_str(r#"{"events":["#);
@@ -171,6 +183,7 @@ struct Sender {
     auth: Option<String>,
     bodies: Arc<Bodies>,
     per_request: usize,
+    method: hyper::Method,
 }
 
 type Conn = (
@@ -187,9 +200,13 @@ impl Sender {
         }
         let Some((sender, connection)) = conn.as_mut() else { return 0 };
         let body = self.bodies.body(i * self.per_request as u64, self.per_request);
-        let mut req = Request::post(self.path.as_str())
-            .header("host", self.host.as_str())
-            .header("content-type", "application/json");
+        let mut req = Request::builder()
+            .method(self.method.clone())
+            .uri(self.path.as_str())
+            .header("host", self.host.as_str());
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json");
+        }
         if let Some(auth) = &self.auth {
             req = req.header("authorization", auth.as_str());
         }
@@ -318,19 +335,26 @@ async fn run_receiver(addr: SocketAddr, received: Received) -> std::io::Result<(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(duration) = args.stall_probe {
+        stall_probe(duration, &args.label);
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()?;
     rt.block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let per_request = match args.mode {
-        Mode::Single => 1,
+        Mode::Single | Mode::Health => 1,
         Mode::Batch => args.batch.max(1),
     };
-    let path = match args.target {
-        Target::Tocsin => "/api/v1/events",
-        Target::Alertmanager => "/api/v2/alerts",
+    let path = match (args.target, args.mode) {
+        (Target::Tocsin, Mode::Health) => "/healthz",
+        (Target::Alertmanager, Mode::Health) => "/-/healthy",
+        (Target::Tocsin, _) => "/api/v1/events",
+        (Target::Alertmanager, _) => "/api/v2/alerts",
     };
+    let method = if args.mode == Mode::Health { hyper::Method::GET } else { hyper::Method::POST };
     let uri: hyper::Uri = format!("{}{}", args.url.trim_end_matches('/'), path).parse()?;
     let run_id = args.run_id.clone().unwrap_or_else(|| format!("r{}", now_ns() / 1_000_000 % 100_000_000));
     let bodies = Arc::new(Bodies { target: args.target, mode: args.mode, kind: args.kind.clone(), run: run_id });
@@ -363,6 +387,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             auth: (args.target == Target::Tocsin).then(|| auth.clone()),
             bodies: bodies.clone(),
             per_request,
+            method: method.clone(),
         };
         let next = next.clone();
         let rate = args.rate;
@@ -513,4 +538,61 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("RESULT {result}");
     Ok(())
+}
+
+/// Spins one thread per core for `duration`, reading the monotonic clock, and reports the
+/// gaps between two readings over 0.5 ms: times the thread was not running although it
+/// wanted to. On an otherwise idle machine these are the hypervisor's (or the kernel's) doing.
+fn stall_probe(duration: Duration, label: &str) {
+    const BOUNDS_US: [u64; 5] = [500, 1_000, 2_000, 5_000, 10_000];
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let spinners: Vec<_> = (0..cores)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut counts = [0u64; BOUNDS_US.len()];
+                let mut lost = Duration::ZERO;
+                let start = Instant::now();
+                let mut last = start;
+                while last - start < duration {
+                    let now = Instant::now();
+                    let gap = now - last;
+                    last = now;
+                    let us = gap.as_micros() as u64;
+                    if us >= BOUNDS_US[0] {
+                        lost += gap;
+                        let bucket = BOUNDS_US.iter().rposition(|b| us >= *b).unwrap_or(0);
+                        counts[bucket] += 1;
+                    }
+                }
+                (counts, lost)
+            })
+        })
+        .collect();
+    let mut counts = [0u64; BOUNDS_US.len()];
+    let mut lost = Duration::ZERO;
+    for s in spinners {
+        let (c, l) = s.join().expect("spinner");
+        counts.iter_mut().zip(c).for_each(|(a, b)| *a += b);
+        lost += l;
+    }
+    let total = duration.as_secs_f64() * cores as f64;
+    let lost_pct = 100.0 * lost.as_secs_f64() / total;
+    let per_s = |n: u64| n as f64 / total;
+    println!(
+        "{label} stall probe: {cores} cores x {:.1}s; stalls per core-second: 0.5-1 ms {:.2}, 1-2 ms {:.2}, \
+         2-5 ms {:.2}, 5-10 ms {:.2}, >=10 ms {:.2}; {lost_pct:.2}% of the time lost",
+        duration.as_secs_f64(),
+        per_s(counts[0]),
+        per_s(counts[1]),
+        per_s(counts[2]),
+        per_s(counts[3]),
+        per_s(counts[4]),
+    );
+    let result = serde_json::json!({
+        "label": label,
+        "stalls_per_core_s_over_1ms": per_s(counts[1..].iter().sum()),
+        "stalls_per_core_s_over_2ms": per_s(counts[2..].iter().sum()),
+        "stall_lost_pct": lost_pct,
+    });
+    println!("RESULT {result}");
 }

@@ -10,11 +10,15 @@
 # Scenarios (same for both servers):
 #   single     closed loop, 1 event per request, 64 connections
 #   batch      closed loop, 100 events per request, 64 connections
+#   floor      open loop at 15,000 req/s of GET on the health endpoint: nothing stored, the
+#              latency that the generator, loopback TCP and the HTTP layer add by themselves
 #   half       open loop at half the single-event target (15,000 req/s), request latency
 #   halfmax    open loop at half the single-event rate this server reached in "single"
 #   notify     200 events/s of kind bench.latency routed to a webhook (the generator's own
 #              receiver), send→notifier-request latency
 #   memory     1,000,000 events in batches of 100 into a fresh server, then VmRSS
+# Before any server starts, a stall probe spins a thread per core for 5 s and counts the gaps
+# (time the machine took a core away): on a virtual machine these set a floor under every p99.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -150,6 +154,7 @@ scenarios() { # prefix target url pid
   local p=$1 t=$2 u=$3 pid=$4
   run "$p-single" "$t" "$u" "$pid" --mode single --connections "$CONNS" --duration "$DURATION"
   run "$p-batch" "$t" "$u" "$pid" --mode batch --batch 100 --connections "$CONNS" --duration "$DURATION"
+  run "$p-floor" "$t" "$u" "$pid" --mode health --connections "$CONNS" --rate "$HALF_RATE" --duration "$DURATION"
   run "$p-half" "$t" "$u" "$pid" --mode single --connections "$CONNS" --rate "$HALF_RATE" --duration "$DURATION"
   # Also at half of what this server actually reached in "$p-single".
   local achieved
@@ -207,6 +212,8 @@ settled() { # label target url pid
 
 : >"$OUT/results.jsonl"
 log "machine: $(nproc) cores; $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'); data in $WORK"
+"$LOADGEN" --stall-probe 5s --label machine-stalls | tee "$OUT/machine-stalls.txt" >&2
+grep '^RESULT ' "$OUT/machine-stalls.txt" | sed 's/^RESULT //' >>"$OUT/results.jsonl"
 
 start_tocsin main
 scenarios tocsin tocsin "http://127.0.0.1:$TOCSIN_PORT" "$TPID"
@@ -238,4 +245,7 @@ jq -rs '
   (.[] | [ .label, i(.requests_per_s), i(.events_per_s), f(.p50_ms), f(.p99_ms), f(.max_ms),
            f(.notify_p50_ms), f(.notify_p99_ms), f(.rss_mib), i(.server_cpu_pct), i(.loadgen_cpu_pct),
            (.errors | tostring) ] | @tsv)
-' "$OUT/results.jsonl" | column -t -s $'\t'
+' <(grep -v stall_lost_pct "$OUT/results.jsonl") | column -t -s $'\t'
+jq -r 'select(.stall_lost_pct != null)
+  | "machine stalls (idle machine, per core-second): \(.stalls_per_core_s_over_1ms * 100 | round / 100) over 1 ms, \(.stalls_per_core_s_over_2ms * 100 | round / 100) over 2 ms; \(.stall_lost_pct * 100 | round / 100) % of the time lost"' \
+  "$OUT/results.jsonl"

@@ -41,9 +41,14 @@ pub async fn run(args: SendArgs) -> ExitCode {
         eprintln!("error: the message text is empty");
         return ExitCode::from(1);
     }
-    // A one-line message is all title: repeating it as the text showed it twice.
-    let title = first_line(&args.text);
-    let text = (args.text.trim() != title).then_some(args.text.as_str());
+    let (title, text) = split_message(&args.text);
+    let text = text.map(|t| {
+        let clamped = clamp_text(t);
+        if clamped.len() < t.len() {
+            eprintln!("note: the text is {} bytes; sending its first {} bytes", t.len(), clamped.len());
+        }
+        clamped
+    });
     let body = serde_json::json!({
         "kind": args.route_as,
         "severity": args.severity,
@@ -106,7 +111,50 @@ pub async fn run(args: SendArgs) -> ExitCode {
     }
 }
 
-fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("").trim();
-    line.chars().take(crate::event::MAX_TITLE_LEN).collect()
+/// The first non-blank line is the title; what follows it, if anything, is the text (so the
+/// title is not shown twice).
+fn split_message(message: &str) -> (String, Option<&str>) {
+    let message = message.trim_start();
+    let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
+    let title = first.trim().chars().take(crate::event::MAX_TITLE_LEN).collect();
+    let rest = rest.trim_start_matches(['\n', '\r']).trim_end();
+    (title, (!rest.is_empty()).then_some(rest))
+}
+
+const TRUNCATION_MARKER: &str = "\n… (truncated)";
+
+/// A text longer than an event may hold is cut, with a visible marker: a log tail piped into
+/// the messenger should arrive, shortened, rather than not at all.
+fn clamp_text(text: &str) -> String {
+    let max = crate::event::MAX_TEXT_BYTES;
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max - TRUNCATION_MARKER.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATION_MARKER}", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_line_is_the_title_and_is_not_repeated() {
+        assert_eq!(split_message("disk full"), ("disk full".to_string(), None));
+        assert_eq!(split_message("es warn line1\nline2 & more\n"), ("es warn line1".to_string(), Some("line2 & more")));
+        assert_eq!(split_message("\n\n  second line only\nthird"), ("second line only".to_string(), Some("third")));
+        assert_eq!(split_message("title\r\n\r\nbody"), ("title".to_string(), Some("body")));
+    }
+
+    #[test]
+    fn a_long_text_is_cut_with_a_marker() {
+        let text = "é".repeat(10_000);
+        let clamped = clamp_text(&text);
+        assert!(clamped.len() <= crate::event::MAX_TEXT_BYTES);
+        assert!(clamped.ends_with("… (truncated)"));
+        assert_eq!(clamp_text("short"), "short");
+    }
 }

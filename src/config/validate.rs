@@ -188,6 +188,12 @@ fn validate_notifiers(config: &Config) -> Vec<(String, String)> {
                 errors.push((key_path(&key_path("notifiers", name), key), problem.into()));
             }
         }
+        for (key, value) in notifier.keys() {
+            if value.trim().is_empty() {
+                let problem = "must not be empty (an empty key signs or authenticates nothing; leave it out instead)";
+                errors.push((key_path(&key_path("notifiers", name), key), problem.into()));
+            }
+        }
     }
     errors
 }
@@ -348,6 +354,18 @@ mod tests {
                 "default_route.notifier",
             ]
         );
+    }
+
+    #[test]
+    fn notifier_keys_must_not_be_empty() {
+        let mut c = base();
+        let hook: NotifierConfig =
+            toml::from_str("type = \"webhook\"\nurl = \"https://hooks.example/x\"\nsecret = \" \"").unwrap();
+        c.notifiers.insert("hook".into(), hook);
+        let signed: NotifierConfig =
+            toml::from_str("type = \"webhook\"\nurl = \"https://hooks.example/x\"\nsecret = \"s3cret\"").unwrap();
+        c.notifiers.insert("signed".into(), signed);
+        assert_eq!(paths(&c), vec!["notifiers.hook.secret"]);
     }
 
     #[test]

@@ -67,8 +67,13 @@ impl RetryPolicy {
     }
 }
 
-/// Sends one message now, retrying retryable errors up to the policy's attempts.
-/// For the command line (`tocsin send`), where there is no outbox.
+/// The longest a command waits between two attempts. A cron job or a CI step runs
+/// `tocsin send`: a target asking for an hour's pause (Retry-After) gets an answer now instead.
+pub const COMMAND_MAX_WAIT: Duration = Duration::from_secs(15);
+
+/// Sends one message now, retrying retryable errors up to the policy's attempts, waiting at
+/// most [`COMMAND_MAX_WAIT`] between two. For the commands (`tocsin send`, `check run`), where
+/// there is no outbox.
 pub async fn send_with_retries(
     notifier: &dyn Notifier,
     message: &Message,
@@ -80,7 +85,17 @@ pub async fn send_with_retries(
         match notifier.send(message).await {
             Ok(()) => return Ok(()),
             Err(e) if !e.is_retryable() || attempt >= policy.max_attempts => return Err(e),
-            Err(e) => tokio::time::sleep(policy.delay(attempt, &e)).await,
+            Err(e) => {
+                let delay = policy.delay(attempt, &e);
+                if delay > COMMAND_MAX_WAIT {
+                    return Err(NotifyError::retryable(format!(
+                        "{e}; the target asked to wait {} s before trying again, longer than a command waits ({} s)",
+                        delay.as_secs(),
+                        COMMAND_MAX_WAIT.as_secs()
+                    )));
+                }
+                tokio::time::sleep(delay).await;
+            }
         }
     }
 }
@@ -512,6 +527,39 @@ mod tests {
         b.take(&limit);
         let w = b.wait(&limit);
         assert!(w > Duration::from_millis(900) && w <= Duration::from_millis(1100), "{w:?}");
+    }
+
+    struct RateLimited {
+        retry_after: Duration,
+        calls: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Notifier for RateLimited {
+        async fn send(&self, _: &Message) -> Result<(), NotifyError> {
+            let calls = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if calls == 0 {
+                Err(NotifyError::Retryable { message: "slack answered 429".into(), retry_after: Some(self.retry_after) })
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_waits_out_a_short_retry_after_and_gives_up_on_a_long_one() {
+        let policy = RetryPolicy { max_attempts: 3, initial: Duration::from_secs(1), max: Duration::from_secs(60) };
+        let message = crate::notify::http::testing::message();
+        let short = RateLimited { retry_after: Duration::from_millis(50), calls: Default::default() };
+        assert!(send_with_retries(&short, &message, &policy).await.is_ok());
+        assert_eq!(short.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        let long = RateLimited { retry_after: Duration::from_secs(3600), calls: Default::default() };
+        let started = std::time::Instant::now();
+        let err = send_with_retries(&long, &message, &policy).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "it did not wait the hour");
+        assert_eq!(long.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(err.to_string().contains("asked to wait 3600 s"), "{err}");
     }
 
     #[test]

@@ -136,6 +136,25 @@ impl NotifierConfig {
         }
     }
 
+    /// The keys (tokens, signing secrets) this notifier authenticates with, by config key, for
+    /// validation: an empty one would sign or authenticate with nothing.
+    pub fn keys(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            NotifierConfig::Webhook(c) => c.secret.iter().map(|s| ("secret", s.expose())).collect(),
+            NotifierConfig::PagerDuty(c) => vec![("routing_key", c.routing_key.expose())],
+            NotifierConfig::Telegram(c) => vec![("bot_token", c.bot_token.expose())],
+            NotifierConfig::SlackApp(c) => std::iter::once(("token", c.token.expose()))
+                .chain(c.signing_secret.iter().map(|s| ("signing_secret", s.expose())))
+                .collect(),
+            NotifierConfig::Email(c) => c.password.iter().map(|s| ("password", s.expose())).collect(),
+            NotifierConfig::SlackWebhook(_)
+            | NotifierConfig::Teams(_)
+            | NotifierConfig::Discord(_)
+            | NotifierConfig::Mattermost(_)
+            | NotifierConfig::Console(_) => vec![],
+        }
+    }
+
     /// The target's own posting limit, so the pipeline never provokes a 429 in steady state.
     /// Slack allows one message per second per webhook (with short bursts, unpublished).
     pub fn default_rate_limit(&self) -> Option<crate::config::RateLimitConfig> {

@@ -211,7 +211,14 @@ fn context_elements(message: &Message, dropped_fields: usize) -> Vec<Value> {
         lines.push(format!("*time:* {}", latest.format("%Y-%m-%d %H:%M:%S UTC")));
     }
     if let Some(link) = &message.link {
-        lines.push(format!("<{}|Open>", link_target(link)));
+        let element = format!("<{}|Open>", link_target(link));
+        // A link is never cut (half a URL is worse than none); one too long for a text object
+        // would make Slack refuse the whole message, so it is left out and says so.
+        if element.chars().count() <= MAX_SECTION_CHARS {
+            lines.push(element);
+        } else {
+            lines.push(format!("_link left out: {} characters, over Slack's {MAX_SECTION_CHARS}_", link.chars().count()));
+        }
     }
     if message.truncated > 0 {
         lines.push(format!("…and {} more", message.truncated));
@@ -222,7 +229,6 @@ fn context_elements(message: &Message, dropped_fields: usize) -> Vec<Value> {
     lines
         .into_iter()
         .map(|line| {
-            // A link is never cut: half a URL is worse than none.
             let text =
                 if line.starts_with('<') { line } else { clamp(&line, MAX_CONTEXT_CHARS, HEADER_TRUNCATION_MARKER) };
             json!({"type": "mrkdwn", "text": text})
@@ -391,6 +397,21 @@ mod tests {
         // Only the three entities: an apostrophe stays as it is.
         m.text = "it's \"fine\"".into();
         assert_eq!(payload(&config("http://x"), &m)["blocks"][1]["text"]["text"], "it's \"fine\"");
+    }
+
+    #[test]
+    fn a_link_too_long_for_slack_is_left_out_and_the_message_still_valid() {
+        let mut m = message();
+        let long = format!("https://kibana.example/app/discover#/?_a=({})", "q".repeat(3_100));
+        m.link = Some(long.clone());
+        let p = payload(&config("http://x"), &m);
+        let context = context_text(&p);
+        assert!(!context.contains("kibana.example"), "{context}");
+        assert!(context.contains(&format!("link left out: {} characters", long.chars().count())), "{context}");
+        assert_eq!(crate::testkit::fake_slack::validate(&p), Ok(()));
+        // One that fits is kept whole.
+        m.link = Some(format!("https://x.example/{}", "a".repeat(2_900)));
+        assert!(context_text(&payload(&config("http://x"), &m)).contains(&"a".repeat(2_900)));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Templates see the event's fields at the top level (`kind`, `title`, `text`, `user`,
 //! `labels`, `fields`, `severity`, `source`, `timestamp`) and the whole event as `event`.
-//! A template that fails at render time falls back to the default, so a typo in a template
-//! never loses an event.
+//! A value the event does not have (`{{ user }}` of an anonymous event) renders as nothing,
+//! not as `none`. A template that fails at render time falls back to the next one in the
+//! precedence (route, type, global, built-in), so a typo in a template never loses an event.
 
 use minijinja::{Environment, UndefinedBehavior};
 
@@ -31,6 +32,12 @@ impl Renderer {
     pub fn new(templates: &TemplatesConfig) -> Result<Renderer, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        env.set_formatter(|out, state, value| {
+            if value.is_none() {
+                return Ok(());
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         let mut renderer = Renderer { env };
         renderer.add("default.title", DEFAULT_TITLE.to_string(), "templates.title")?;
         renderer.add("default.text", DEFAULT_TEXT.to_string(), "templates.text")?;
@@ -74,8 +81,7 @@ impl Renderer {
                 match template.render(ctx) {
                     Ok(s) => return s,
                     Err(err) => {
-                        tracing::warn!(template = %name, error = %err, "template failed; using the default");
-                        break;
+                        tracing::warn!(template = %name, error = %err, "template failed; using the next one");
                     }
                 }
             }
@@ -180,6 +186,33 @@ mod tests {
             renderer.render(&custom, &event, custom.group_key(&event)).title,
             "New signup: alice@example.com on pro"
         );
+    }
+
+    #[test]
+    fn absent_values_render_as_nothing() {
+        let templates = TemplatesConfig { text: Some("user: {{ user }}|{{ text }}|{{ link }}".into()), ..Default::default() };
+        let mut renderer = Renderer::new(&templates).unwrap();
+        let config = route_config(Some("New user: {{ user }}{{ fields.nope }}"));
+        renderer.add_route_templates("routes[0]", &config).unwrap();
+        let route = CompiledRoute::new("routes[0]".into(), &config).unwrap();
+        let event = parse_event(&json!({"kind": "user.anon", "title": "t"}), "", "s", chrono::Utc::now()).unwrap();
+        let msg = renderer.render(&route, &event, route.group_key(&event));
+        assert_eq!(msg.title, "New user: ");
+        assert_eq!(msg.text, "user: ||");
+    }
+
+    #[test]
+    fn a_failing_template_falls_back_in_precedence_order() {
+        let templates: TemplatesConfig =
+            toml::from_str("title = \"G: {{ title }}\"\n[types.webhook]\ntitle = \"T: {{ title }}\"").unwrap();
+        let mut renderer = Renderer::new(&templates).unwrap();
+        let config = route_config(Some("{{ fields.x | no_such_filter }}"));
+        renderer.add_route_templates("routes[0]", &config).unwrap();
+        let mut route = CompiledRoute::new("routes[0]".into(), &config).unwrap();
+        let event = parse_event(&json!({"kind": "a.b", "title": "hello"}), "", "s", chrono::Utc::now()).unwrap();
+        assert_eq!(renderer.render(&route, &event, route.group_key(&event)).title, "G: hello");
+        route.notifier_type = Some("webhook");
+        assert_eq!(renderer.render(&route, &event, route.group_key(&event)).title, "T: hello");
     }
 
     #[test]
