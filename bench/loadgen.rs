@@ -200,10 +200,8 @@ impl Sender {
         }
         let Some((sender, connection)) = conn.as_mut() else { return 0 };
         let body = self.bodies.body(i * self.per_request as u64, self.per_request);
-        let mut req = Request::builder()
-            .method(self.method.clone())
-            .uri(self.path.as_str())
-            .header("host", self.host.as_str());
+        let mut req =
+            Request::builder().method(self.method.clone()).uri(self.path.as_str()).header("host", self.host.as_str());
         if !body.is_empty() {
             req = req.header("content-type", "application/json");
         }

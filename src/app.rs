@@ -130,6 +130,7 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
     let pruner = tokio::spawn(prune_loop(parts.store.clone(), retention.clone(), shutdown.clone()));
     let ticker = tokio::spawn(tick_loop(parts.ingest.clone(), shutdown.clone()));
 
+    let running = RestartOnly::of(&config);
     let mut current = config;
     loop {
         tokio::select! {
@@ -137,7 +138,7 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
             reason = signals::next() => match reason {
                 signals::Signal::Stop => { tracing::info!("shutting down"); shutdown.cancel(); break; }
                 signals::Signal::Reload => {
-                    if let Some(next) = reload(&current, &parts) {
+                    if let Some(next) = reload(&current, &running, &parts) {
                         checks_token.cancel();
                         if let Some(handle) = checks.take() { let _ = handle.await; }
                         checks_token = shutdown.child_token();
@@ -172,8 +173,41 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
     Ok(())
 }
 
+/// The settings a reload cannot change, as the process started with them.
+struct RestartOnly {
+    store_url: String,
+    listen: String,
+    log_level: String,
+    log_format: crate::config::LogFormat,
+}
+
+impl RestartOnly {
+    fn of(config: &Config) -> Self {
+        RestartOnly {
+            store_url: config.store.url.clone(),
+            listen: config.server.listen.to_string(),
+            log_level: config.log.level.clone(),
+            log_format: config.log.format,
+        }
+    }
+
+    /// The keys whose new value waits for a restart (names only: a URL may hold a password).
+    fn pending(&self, next: &Config) -> Vec<&'static str> {
+        let next = RestartOnly::of(next);
+        [
+            ("store.url", self.store_url != next.store_url),
+            ("server.listen", self.listen != next.listen),
+            ("log.level", self.log_level != next.log_level),
+            ("log.format", self.log_format != next.log_format),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+}
+
 /// Applies a new configuration file; an invalid one leaves the running configuration alone.
-fn reload(current: &Config, parts: &Parts) -> Option<Config> {
+fn reload(current: &Config, running: &RestartOnly, parts: &Parts) -> Option<Config> {
     let failed = |why: String| {
         tracing::error!(path = %current.path.display(), error = %why, "reload failed; keeping the running configuration");
         parts.metrics.config_reloads.get_or_create(&crate::metrics::ResultLabel { result: "failure".into() }).inc();
@@ -182,7 +216,14 @@ fn reload(current: &Config, parts: &Parts) -> Option<Config> {
     };
     let next = match crate::config::load(&current.path) {
         Ok(next) => next,
-        Err(errors) => return failed(errors.to_string()),
+        Err(errors) => {
+            // One line per problem, as `config check` prints them.
+            for problem in &errors.0 {
+                tracing::error!(problem = %problem, "invalid configuration");
+            }
+            let n = errors.0.len();
+            return failed(format!("{n} problem{} in the file", if n == 1 { "" } else { "s" }));
+        }
     };
     let pipeline = match Pipeline::new(&next) {
         Ok(p) => p,
@@ -191,8 +232,9 @@ fn reload(current: &Config, parts: &Parts) -> Option<Config> {
     if let Err(e) = parts.ingest.lifecycle().reconfigure(&next) {
         return failed(e.to_string());
     }
-    if next.store.url != current.store.url || next.server.listen != current.server.listen {
-        tracing::warn!("store.url and server.listen take effect only after a restart");
+    let pending = running.pending(&next);
+    if !pending.is_empty() {
+        tracing::warn!(keys = %pending.join(", "), "these settings changed and take effect only after a restart");
     }
     parts.pipeline.replace(pipeline);
     parts.settings.replace(api_settings(&next));

@@ -141,16 +141,38 @@ pub fn parse_event(value: &Value, path: &str, source: &str, now: DateTime<Utc>) 
 /// [`parse_event`] for a value the caller no longer needs: its strings and maps move into the
 /// event instead of being copied.
 pub fn parse_event_owned(value: Value, path: &str, source: &str, now: DateTime<Utc>) -> Result<Event, FieldError> {
+    parse_event_all(value, path, source, now).map_err(first)
+}
+
+/// [`parse_event_owned`] naming every problem of the event, not only the first, so a sender
+/// can fix them all in one go (the API lists them in `details`).
+pub fn parse_event_all(value: Value, path: &str, source: &str, now: DateTime<Utc>) -> Result<Event, Vec<FieldError>> {
     let Value::Object(obj) = value else {
-        return Err(FieldError::new(path.trim_end_matches('.').to_string().or_root(), "must be a JSON object"));
+        return Err(vec![FieldError::new(path.trim_end_matches('.').to_string().or_root(), "must be a JSON object")]);
     };
-    validate(WireEvent::from_object(obj, path)?, path, source, now)
+    let (wire, mut problems) = WireEvent::from_object(obj, path);
+    match validate_all(wire, path, source, now) {
+        Ok(event) if problems.is_empty() => Ok(event),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            // A field of the wrong type is absent to `validate_all`: "kind is required" would
+            // repeat what is already said about `kind`.
+            let more: Vec<FieldError> =
+                more.into_iter().filter(|m| !problems.iter().any(|p| p.field == m.field)).collect();
+            problems.extend(more);
+            Err(problems)
+        }
+    }
+}
+
+fn first(mut problems: Vec<FieldError>) -> FieldError {
+    problems.swap_remove(0)
 }
 
 /// An incoming event's fields, each of the right JSON type, not yet validated. Ingest
 /// deserializes request bodies straight into it when they are well-typed (no `Value` tree in
 /// between); anything serde refuses goes through [`WireEvent::from_object`], which names the
-/// exact field that is wrong.
+/// exact fields that are wrong.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireEvent {
@@ -170,129 +192,187 @@ pub struct WireEvent {
 }
 
 impl WireEvent {
-    /// Type-checks an object field by field, in the order of [`KNOWN_FIELDS`].
-    fn from_object(mut obj: Map<String, Value>, path: &str) -> Result<WireEvent, FieldError> {
+    /// Type-checks an object field by field, in the order of [`KNOWN_FIELDS`]; a field of the
+    /// wrong type is left out and named among the problems.
+    fn from_object(mut obj: Map<String, Value>, path: &str) -> (WireEvent, Vec<FieldError>) {
         let field = |name: &str| format!("{path}{name}");
-        if let Some(key) = obj.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-            return Err(FieldError::new(
-                field(key),
-                format!("unknown field; expected one of {}", KNOWN_FIELDS.join(", ")),
-            ));
-        }
+        let mut problems: Vec<FieldError> = obj
+            .keys()
+            .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+            .map(|key| {
+                FieldError::new(field(key), format!("unknown field; expected one of {}", KNOWN_FIELDS.join(", ")))
+            })
+            .collect();
         let obj = &mut obj;
-        Ok(WireEvent {
-            kind: take_str(obj, "kind", &field)?,
-            severity: take_str(obj, "severity", &field)?,
-            title: take_str(obj, "title", &field)?,
-            text: take_str(obj, "text", &field)?,
-            user: take_str(obj, "user", &field)?,
-            labels: match obj.remove("labels") {
-                None | Some(Value::Null) => None,
-                Some(Value::Object(map)) => Some(
-                    map.into_iter()
-                        .map(|(k, v)| match v {
-                            Value::String(s) => Ok((k, s)),
-                            _ => Err(FieldError::new(format!("{path}labels.{k}"), "must be a string")),
-                        })
-                        .collect::<Result<_, _>>()?,
-                ),
-                Some(_) => return Err(FieldError::new(field("labels"), "must be an object of strings")),
-            },
-            fields: match obj.remove("fields") {
-                None | Some(Value::Null) => None,
-                Some(Value::Object(map)) => Some(map),
-                Some(_) => return Err(FieldError::new(field("fields"), "must be an object")),
-            },
-            fingerprint: take_str(obj, "fingerprint", &field)?,
-            status: take_str(obj, "status", &field)?,
-            link: take_str(obj, "link", &field)?,
-            timestamp: take_str(obj, "timestamp", &field)?,
-            source: take_str(obj, "source", &field)?,
-            error: obj.remove("error").filter(|v| !v.is_null()),
-        })
+        let mut string = |name: &str| match take_str(obj, name, &field) {
+            Ok(value) => value,
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        let mut wire = WireEvent {
+            kind: string("kind"),
+            severity: string("severity"),
+            title: string("title"),
+            text: string("text"),
+            user: string("user"),
+            ..WireEvent::default()
+        };
+        wire.labels = match obj.remove("labels") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => {
+                let mut labels = BTreeMap::new();
+                for (k, v) in map {
+                    match v {
+                        Value::String(s) => {
+                            labels.insert(k, s);
+                        }
+                        _ => problems.push(FieldError::new(format!("{path}labels.{k}"), "must be a string")),
+                    }
+                }
+                Some(labels)
+            }
+            Some(_) => {
+                problems.push(FieldError::new(field("labels"), "must be an object of strings"));
+                None
+            }
+        };
+        wire.fields = match obj.remove("fields") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => Some(map),
+            Some(_) => {
+                problems.push(FieldError::new(field("fields"), "must be an object"));
+                None
+            }
+        };
+        let mut string = |name: &str| match take_str(obj, name, &field) {
+            Ok(value) => value,
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        wire.fingerprint = string("fingerprint");
+        wire.status = string("status");
+        wire.link = string("link");
+        wire.timestamp = string("timestamp");
+        wire.source = string("source");
+        wire.error = obj.remove("error").filter(|v| !v.is_null());
+        (wire, problems)
     }
 }
 
-/// Checks a type-checked event against the contract's rules and builds the [`Event`].
+/// Checks a type-checked event against the contract's rules and builds the [`Event`]; the
+/// first problem, when there are several.
 pub fn validate(wire: WireEvent, path: &str, source: &str, now: DateTime<Utc>) -> Result<Event, FieldError> {
-    let field = |name: &str| format!("{path}{name}");
+    validate_all(wire, path, source, now).map_err(first)
+}
 
-    let kind = wire.kind.ok_or_else(|| FieldError::new(field("kind"), "is required"))?;
-    validate_kind(&kind).map_err(|m| FieldError::new(field("kind"), m))?;
+/// [`validate`] naming every problem, in field order.
+pub fn validate_all(wire: WireEvent, path: &str, source: &str, now: DateTime<Utc>) -> Result<Event, Vec<FieldError>> {
+    let field = |name: &str| format!("{path}{name}");
+    let mut problems = Vec::new();
+    let mut bad = |name: String, message: String| problems.push(FieldError::new(name, message));
+
+    let kind = match wire.kind {
+        None => {
+            bad(field("kind"), "is required".into());
+            String::new()
+        }
+        Some(kind) => {
+            if let Err(m) = validate_kind(&kind) {
+                bad(field("kind"), m);
+            }
+            kind
+        }
+    };
 
     let severity = match wire.severity {
         None => Severity::Info,
-        Some(s) => Severity::parse(&s)
-            .ok_or_else(|| FieldError::new(field("severity"), "must be one of info, warning, error, critical"))?,
+        Some(s) => Severity::parse(&s).unwrap_or_else(|| {
+            bad(field("severity"), "must be one of info, warning, error, critical".into());
+            Severity::Info
+        }),
     };
     let title = wire.title;
-    if let Some(t) = &title {
-        if t.chars().count() > MAX_TITLE_LEN {
-            return Err(FieldError::new(field("title"), format!("must be at most {MAX_TITLE_LEN} characters")));
-        }
+    if title.as_ref().is_some_and(|t| t.chars().count() > MAX_TITLE_LEN) {
+        bad(field("title"), format!("must be at most {MAX_TITLE_LEN} characters"));
     }
     let text = wire.text;
-    if let Some(t) = &text {
-        if t.len() > MAX_TEXT_BYTES {
-            return Err(FieldError::new(field("text"), format!("must be at most {MAX_TEXT_BYTES} bytes")));
-        }
+    if text.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES) {
+        bad(field("text"), format!("must be at most {MAX_TEXT_BYTES} bytes"));
     }
     let user = wire.user;
-    if let Some(u) = &user {
-        if u.len() > 256 {
-            return Err(FieldError::new(field("user"), "must be at most 256 bytes (UTF-8)"));
-        }
+    if user.as_ref().is_some_and(|u| u.len() > 256) {
+        bad(field("user"), "must be at most 256 bytes (UTF-8)".into());
     }
 
     let labels = wire.labels.unwrap_or_default();
     if labels.len() > MAX_LABELS {
-        return Err(FieldError::new(field("labels"), format!("must have at most {MAX_LABELS} pairs")));
+        bad(field("labels"), format!("must have at most {MAX_LABELS} pairs"));
+    }
+    if labels.keys().any(|k| k.is_empty() || k.len() > 128) {
+        bad(field("labels"), "label names must be 1 to 128 bytes (UTF-8)".into());
     }
     for (k, v) in &labels {
-        if k.is_empty() || k.len() > 128 {
-            return Err(FieldError::new(field("labels"), "label names must be 1 to 128 bytes (UTF-8)"));
-        }
         if v.len() > 1024 {
-            return Err(FieldError::new(format!("{path}labels.{k}"), "must be at most 1024 bytes (UTF-8)"));
+            bad(format!("{path}labels.{k}"), "must be at most 1024 bytes (UTF-8)".into());
         }
     }
 
     let fields = wire.fields.unwrap_or_default();
     if fields.len() > 64 {
-        return Err(FieldError::new(field("fields"), "must have at most 64 entries"));
+        bad(field("fields"), "must have at most 64 entries".into());
     }
 
     let status = match wire.status.as_deref() {
         None => None,
         Some("firing") => Some(AlertStatus::Firing),
         Some("resolved") => Some(AlertStatus::Resolved),
-        Some(_) => return Err(FieldError::new(field("status"), "must be firing or resolved")),
+        Some(_) => {
+            bad(field("status"), "must be firing or resolved".into());
+            None
+        }
     };
 
     let link = wire.link;
     if let Some(l) = &link {
-        match url::Url::parse(l) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            _ => return Err(FieldError::new(field("link"), "must be an absolute http(s) URL")),
+        if !url::Url::parse(l).is_ok_and(|u| u.scheme() == "http" || u.scheme() == "https") {
+            bad(field("link"), "must be an absolute http(s) URL".into());
         }
     }
 
     let timestamp = match wire.timestamp {
         None => now,
-        Some(s) => DateTime::parse_from_rfc3339(&s)
-            .map_err(|_| FieldError::new(field("timestamp"), "must be an RFC 3339 time such as 2026-11-21T16:00:00Z"))?
-            .with_timezone(&Utc),
+        Some(s) => match DateTime::parse_from_rfc3339(&s) {
+            Ok(t) => t.with_timezone(&Utc),
+            Err(_) => {
+                bad(field("timestamp"), "must be an RFC 3339 time such as 2026-11-21T16:00:00Z".into());
+                now
+            }
+        },
     };
 
     let error = match wire.error {
         None => None,
-        Some(v) if kind.starts_with("error.") => Some(crate::source::errors::parse_error(&v, &field("error."))?),
-        Some(_) => return Err(FieldError::new(field("error"), "only events of kind error.* carry an error")),
+        Some(v) if kind.starts_with("error.") => match crate::source::errors::parse_error(&v, &field("error.")) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                bad(e.field, e.message);
+                None
+            }
+        },
+        Some(_) => {
+            bad(field("error"), "only events of kind error.* carry an error".into());
+            None
+        }
     };
 
     let fingerprint = match wire.fingerprint {
         Some(f) if f.is_empty() || f.len() > 256 => {
-            return Err(FieldError::new(field("fingerprint"), "must be 1 to 256 bytes (UTF-8)"))
+            bad(field("fingerprint"), "must be 1 to 256 bytes (UTF-8)".into());
+            f
         }
         Some(f) => f,
         None => match &error {
@@ -303,12 +383,16 @@ pub fn validate(wire: WireEvent, path: &str, source: &str, now: DateTime<Utc>) -
 
     let source = match wire.source {
         Some(s) if s.is_empty() || s.len() > 128 => {
-            return Err(FieldError::new(field("source"), "must be 1 to 128 bytes (UTF-8)"))
+            bad(field("source"), "must be 1 to 128 bytes (UTF-8)".into());
+            s
         }
         Some(s) => s,
         None => source.to_string(),
     };
 
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     Ok(Event {
         id: new_event_id(now),
         kind,

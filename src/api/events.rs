@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::params::QueryParams;
 use super::AppState;
 use crate::config::Scope;
-use crate::event::{parse_event_owned, Event, FieldError, WireEvent, MAX_BATCH};
+use crate::event::{parse_event_all, Event, FieldError, WireEvent, MAX_BATCH};
 use crate::store::EventQuery;
 
 #[derive(Serialize)]
@@ -117,13 +117,13 @@ fn parse_typed(bytes: &[u8], source: &str, now: DateTime<Utc>) -> Option<(Parsed
                     .events
                     .into_iter()
                     .enumerate()
-                    .map(|(i, wire)| crate::event::validate(wire, &format!("events[{i}]."), source, now)),
+                    .map(|(i, wire)| crate::event::validate_all(wire, &format!("events[{i}]."), source, now)),
             )
         });
         return Some((events, true));
     }
     let wire = serde_json::from_slice::<WireEvent>(bytes).ok()?;
-    Some((crate::event::validate(wire, "", source, now).map(|e| vec![e]).map_err(|e| vec![e]), false))
+    Some((crate::event::validate_all(wire, "", source, now).map(|e| vec![e]), false))
 }
 
 fn check_batch_size(n: usize) -> Result<(), Vec<FieldError>> {
@@ -140,13 +140,13 @@ fn check_batch_size(n: usize) -> Result<(), Vec<FieldError>> {
 }
 
 /// All the events, or every error among them.
-fn collect_valid(parsed: impl Iterator<Item = Result<Event, FieldError>>) -> Result<Vec<Event>, Vec<FieldError>> {
+fn collect_valid(parsed: impl Iterator<Item = Result<Event, Vec<FieldError>>>) -> Result<Vec<Event>, Vec<FieldError>> {
     let mut events = Vec::new();
     let mut errors = Vec::new();
     for result in parsed {
         match result {
             Ok(e) => events.push(e),
-            Err(e) => errors.push(e),
+            Err(e) => errors.extend(e),
         }
     }
     if errors.is_empty() {
@@ -161,7 +161,7 @@ fn collect_valid(parsed: impl Iterator<Item = Result<Event, FieldError>>) -> Res
 pub(super) fn parse_body(value: Value, source: &str, now: DateTime<Utc>) -> Result<Vec<Event>, Vec<FieldError>> {
     let mut obj = match value {
         Value::Object(obj) if obj.contains_key("events") => obj,
-        single => return parse_event_owned(single, "", source, now).map(|e| vec![e]).map_err(|e| vec![e]),
+        single => return parse_event_all(single, "", source, now).map(|e| vec![e]),
     };
     let only_events = obj.len() == 1;
     let batch = match obj.remove("events") {
@@ -173,7 +173,7 @@ pub(super) fn parse_body(value: Value, source: &str, now: DateTime<Utc>) -> Resu
     };
     check_batch_size(batch.len())?;
     collect_valid(
-        batch.into_iter().enumerate().map(|(i, item)| parse_event_owned(item, &format!("events[{i}]."), source, now)),
+        batch.into_iter().enumerate().map(|(i, item)| parse_event_all(item, &format!("events[{i}]."), source, now)),
     )
 }
 
@@ -221,9 +221,13 @@ pub async fn search_events(
     let settings = state.settings.current();
     settings.keys.authenticate(&headers)?.require(Scope::EventsRead)?;
     let mut params = QueryParams::parse(raw.as_deref(), &["user", "q", "kind", "since", "until", "limit", "cursor"])?;
+    let q = params.take("q");
+    if q.as_deref().is_some_and(|q| q.chars().any(char::is_control)) {
+        return Err(ApiError::bad_request("invalid_parameter", "q", "must not contain control characters"));
+    }
     let query = EventQuery {
         user: params.take("user"),
-        q: params.take("q"),
+        q,
         kind: params.take("kind").map(kind_param).transpose()?,
         since: time_param("since", params.take("since"))?,
         until: time_param("until", params.take("until"))?,
@@ -245,6 +249,19 @@ mod tests {
         let errs = parse_body(body, "k", Utc::now()).unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["events[1].kind", "events[2].kind"]);
+    }
+
+    #[test]
+    fn every_problem_of_an_event_is_named() {
+        let body = json!({"kind": "BAD", "severity": "urgent", "timestamp": "nope", "link": "ftp://x", "sevrty": 1});
+        let errs = parse_body(body, "k", Utc::now()).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["sevrty", "kind", "severity", "link", "timestamp"]);
+        let batch =
+            json!({"events": [{"kind": "ok", "title": "t".repeat(300), "text": "x".repeat(20_000)}, {"kind": 3}]});
+        let errs = parse_body(batch, "k", Utc::now()).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["events[0].title", "events[0].text", "events[1].kind"]);
     }
 
     #[test]

@@ -207,7 +207,12 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         for cl in c.clusters {
             if !config.elasticsearch.contains_key(cl) {
                 let known: Vec<_> = config.elasticsearch.keys().map(String::as_str).collect();
-                errors.push((key("clusters"), format!("no cluster named {cl:?} (known: {})", known.join(", "))));
+                let known = if known.is_empty() {
+                    "none are configured".to_string()
+                } else {
+                    format!("known: {}", known.join(", "))
+                };
+                errors.push((key("clusters"), format!("no cluster named {cl:?} ({known})")));
             }
         }
         let tz = match schedule::parse_tz(c.timezone) {
@@ -217,8 +222,9 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
                 None
             }
         };
-        if let (Some(expr), Some(tz)) = (c.schedule, tz) {
-            if let Err(e) = schedule::Schedule::parse(expr, tz) {
+        if let Some(expr) = c.schedule {
+            // Checked with UTC when the zone is wrong, so both mistakes are reported at once.
+            if let Err(e) = schedule::Schedule::parse(expr, tz.unwrap_or(chrono_tz::UTC)) {
                 errors.push((key("schedule"), e));
             }
         }
@@ -336,6 +342,7 @@ name = "x"
 type = "elasticsearch_index_size"
 clusters = ["b"]
 timezone = "Europe/Atlantis"
+schedule = "61 * * *"
 threshold_percent = 0
 "#,
         );
@@ -347,6 +354,7 @@ threshold_percent = 0
                 "checks[1].name",
                 "checks[1].clusters",
                 "checks[1].timezone",
+                "checks[1].schedule",
                 "checks[1].threshold_percent"
             ]
         );

@@ -1,5 +1,6 @@
 //! Semantic checks that serde cannot express: cross-references, patterns, templates.
-//! Pure: no IO.
+//! Pure but for one look at the filesystem: an absolute database path's directory must exist
+//! (`serve` refuses to create it, so `config check` should say so first).
 //!
 //! Each check is a [`Validator`] returning `(key path, message)` pairs; `load` turns the key
 //! path into `file:line:col`. Key paths are written with [`key_path`] and [`index_path`]
@@ -112,14 +113,27 @@ fn validate_server(config: &Config) -> Vec<(String, String)> {
 
 fn validate_store(config: &Config) -> Vec<(String, String)> {
     let url = config.store.url.as_str();
-    if url.starts_with("sqlite://") {
-        Vec::new()
+    let mut errors = if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+        match path.parent() {
+            Some(dir) if path.is_absolute() && !dir.is_dir() => {
+                vec![("store.url".into(), format!("the directory {} for the database does not exist", dir.display()))]
+            }
+            _ => Vec::new(),
+        }
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         vec![("store.url".into(), "postgres is not yet supported in this release; use \"sqlite://PATH\"".into())]
     } else {
         // The value itself is not repeated: a database URL may carry a password.
         vec![("store.url".into(), "must start with \"sqlite://\" (or, later, \"postgres://\")".into())]
+    };
+    if config.store.retention.get().is_zero() {
+        errors.push((
+            "store.retention".into(),
+            "must be greater than 0: events older than this are deleted, so 0 would delete the whole history".into(),
+        ));
     }
+    errors
 }
 
 fn validate_delivery(config: &Config) -> Vec<(String, String)> {
@@ -357,6 +371,18 @@ mod tests {
     }
 
     #[test]
+    fn the_database_directory_must_exist() {
+        let mut c = base();
+        c.store.url = "sqlite:///nonexistent-tocsin-dir/tocsin.db".into();
+        let errors = validate(&c).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "store.url");
+        assert!(errors[0].1.contains("/nonexistent-tocsin-dir for the database does not exist"), "{errors:?}");
+        c.store.url = format!("sqlite://{}/tocsin.db", std::env::temp_dir().display());
+        assert_eq!(validate(&c), Ok(()));
+    }
+
+    #[test]
     fn notifier_keys_must_not_be_empty() {
         let mut c = base();
         let hook: NotifierConfig =
@@ -400,6 +426,7 @@ mod tests {
         c.delivery.backoff_initial = Dur::secs(10);
         c.delivery.backoff_max = Dur::secs(5);
         c.store.url = "postgres://u:pw@db/tocsin".into();
+        c.store.retention = Dur::secs(0);
         c.templates.text = Some("{% if %}".into());
         c.notifiers.insert("bad name".into(), NotifierConfig::Console(ConsoleConfig::default()));
         let errors = validate(&c).unwrap_err();
@@ -409,6 +436,7 @@ mod tests {
             vec![
                 "server.max_body_bytes",
                 "store.url",
+                "store.retention",
                 "delivery.max_attempts",
                 "delivery.backoff_initial",
                 "templates.text",

@@ -539,7 +539,10 @@ mod tests {
         async fn send(&self, _: &Message) -> Result<(), NotifyError> {
             let calls = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if calls == 0 {
-                Err(NotifyError::Retryable { message: "slack answered 429".into(), retry_after: Some(self.retry_after) })
+                Err(NotifyError::Retryable {
+                    message: "slack answered 429".into(),
+                    retry_after: Some(self.retry_after),
+                })
             } else {
                 Ok(())
             }

@@ -217,7 +217,10 @@ fn context_elements(message: &Message, dropped_fields: usize) -> Vec<Value> {
         if element.chars().count() <= MAX_SECTION_CHARS {
             lines.push(element);
         } else {
-            lines.push(format!("_link left out: {} characters, over Slack's {MAX_SECTION_CHARS}_", link.chars().count()));
+            lines.push(format!(
+                "_link left out: {} characters, over Slack's {MAX_SECTION_CHARS}_",
+                link.chars().count()
+            ));
         }
     }
     if message.truncated > 0 {

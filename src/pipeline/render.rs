@@ -190,7 +190,8 @@ mod tests {
 
     #[test]
     fn absent_values_render_as_nothing() {
-        let templates = TemplatesConfig { text: Some("user: {{ user }}|{{ text }}|{{ link }}".into()), ..Default::default() };
+        let templates =
+            TemplatesConfig { text: Some("user: {{ user }}|{{ text }}|{{ link }}".into()), ..Default::default() };
         let mut renderer = Renderer::new(&templates).unwrap();
         let config = route_config(Some("New user: {{ user }}{{ fields.nope }}"));
         renderer.add_route_templates("routes[0]", &config).unwrap();

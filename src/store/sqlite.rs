@@ -307,7 +307,8 @@ fn fts_query(q: &str) -> Option<String> {
         .split_whitespace()
         .filter_map(|t| {
             let prefix = t.ends_with('*');
-            let word: String = t.trim_end_matches('*').replace('"', "");
+            // A NUL ends FTS5's query string early ("unterminated string").
+            let word: String = t.trim_end_matches('*').chars().filter(|c| *c != '"' && *c != '\0').collect();
             if word.is_empty() {
                 return None;
             }

@@ -50,7 +50,7 @@ async fn sighup_reloads_and_an_invalid_file_keeps_the_old_config() {
     assert_eq!(status, 202, "an added key works: {body}");
 
     // An invalid file: the running configuration stays.
-    std::fs::write(d.config_path(), "[server]\nlisten = \n[[routes]]\nnotifier = 3\n").unwrap();
+    std::fs::write(d.config_path(), "[server]\nlisten = \"nowhere\"\n[[routes]]\nnotifier = 3\n").unwrap();
     d.signal("HUP");
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -72,6 +72,9 @@ async fn sighup_reloads_and_an_invalid_file_keeps_the_old_config() {
     assert_eq!(slack.messages("new").len(), 3, "seq 2, the reload.keys event, seq 3");
     assert_eq!(d.post(NEW_KEY, &event).await.0, 202, "the keys of the running config stay");
     assert!(d.stderr().contains("reload failed"), "the failure is logged");
+    for problem in ["server.listen", "routes[0].notifier"] {
+        assert!(d.stderr().contains(problem), "every problem is logged, {problem} too: {}", d.stderr());
+    }
     let status = d.terminate(Duration::from_secs(10)).await;
     assert!(status.success());
 }

@@ -135,6 +135,7 @@ async fn a_bad_query_parameter_is_named_not_ignored() {
         ("/api/v1/deliveries/dead?limit=5000", "limit"),
         ("/api/v1/deliveries/dead?cursor=-5", "cursor"),
         ("/api/v1/alerts?limt=5", "limt"),
+        ("/api/v1/events?q=same%00ts", "q"),
     ];
     for (path, field) in cases {
         let (status, body, text) = d.get(Some(KEY_R), path).await;
