@@ -63,6 +63,19 @@ impl WriteOp {
         }
     }
 
+    /// Whether it may wait a little before it is applied: records of plain events, which owe
+    /// no message and change no alert. Nothing but a read waits for them, and a read waits
+    /// at most [`APPLY_GATHER`].
+    fn may_wait(&self) -> bool {
+        match self {
+            WriteOp::Apply(durable) => durable.entries.iter().all(|entry| match entry {
+                Entry::Events(events) => events.iter().all(|e| e.deliveries.is_empty() && e.alert.is_none()),
+                _ => false,
+            }),
+            _ => false,
+        }
+    }
+
     /// The durable writes it carries, in order.
     fn entries(&self) -> &[Entry] {
         match self {
@@ -94,6 +107,12 @@ pub(super) const INDEX_STEP: i64 = 250;
 const INDEX_YIELD: Duration = Duration::from_millis(200);
 /// How long the thread lets commits accumulate before indexing them when ingest pauses.
 const INDEX_GATHER: Duration = Duration::from_millis(100);
+/// How long records of plain events may wait for more to share their transaction, and how
+/// many rows end the wait. Each transaction writes the pages it touched (the events table's
+/// and its indexes' last leaves) to the WAL again: under a stream of single events, rounds
+/// of a few dozen rows wrote the same pages hundreds of times a second.
+const APPLY_GATHER: Duration = Duration::from_millis(10);
+const GATHER_ROWS: usize = 1024;
 
 /// Opens the write connection. With the commit log in this process a commit need not sync
 /// (the log holds what it applies); without it, every commit syncs.
@@ -188,6 +207,24 @@ impl Writer {
                         round.push(op);
                     }
                     Err(_) => break,
+                }
+            }
+            if self.journal_path.is_some() {
+                let until = Instant::now() + APPLY_GATHER;
+                let mut may_wait = round.iter().all(WriteOp::may_wait);
+                while may_wait && weight < GATHER_ROWS {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(op) => {
+                            may_wait = op.may_wait();
+                            weight += op.weight();
+                            round.push(op);
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
             let stop = matches!(round.last(), Some(WriteOp::Stop(_)));
