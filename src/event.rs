@@ -204,19 +204,12 @@ impl WireEvent {
             })
             .collect();
         let obj = &mut obj;
-        let mut string = |name: &str| match take_str(obj, name, &field) {
-            Ok(value) => value,
-            Err(e) => {
-                problems.push(e);
-                None
-            }
-        };
         let mut wire = WireEvent {
-            kind: string("kind"),
-            severity: string("severity"),
-            title: string("title"),
-            text: string("text"),
-            user: string("user"),
+            kind: take_str(obj, "kind", &field, &mut problems),
+            severity: take_str(obj, "severity", &field, &mut problems),
+            title: take_str(obj, "title", &field, &mut problems),
+            text: take_str(obj, "text", &field, &mut problems),
+            user: take_str(obj, "user", &field, &mut problems),
             ..WireEvent::default()
         };
         wire.labels = match obj.remove("labels") {
@@ -246,18 +239,11 @@ impl WireEvent {
                 None
             }
         };
-        let mut string = |name: &str| match take_str(obj, name, &field) {
-            Ok(value) => value,
-            Err(e) => {
-                problems.push(e);
-                None
-            }
-        };
-        wire.fingerprint = string("fingerprint");
-        wire.status = string("status");
-        wire.link = string("link");
-        wire.timestamp = string("timestamp");
-        wire.source = string("source");
+        wire.fingerprint = take_str(obj, "fingerprint", &field, &mut problems);
+        wire.status = take_str(obj, "status", &field, &mut problems);
+        wire.link = take_str(obj, "link", &field, &mut problems);
+        wire.timestamp = take_str(obj, "timestamp", &field, &mut problems);
+        wire.source = take_str(obj, "source", &field, &mut problems);
         wire.error = obj.remove("error").filter(|v| !v.is_null());
         (wire, problems)
     }
@@ -441,16 +427,21 @@ impl OrRoot for String {
     }
 }
 
-/// Takes an optional string field out of `obj`: absent and `null` are `None`.
+/// Takes an optional string field out of `obj`: absent and `null` are `None`, and so is a value
+/// of another type, which is added to `problems`.
 fn take_str(
     obj: &mut Map<String, Value>,
     name: &str,
     field: &dyn Fn(&str) -> String,
-) -> Result<Option<String>, FieldError> {
+    problems: &mut Vec<FieldError>,
+) -> Option<String> {
     match obj.remove(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(FieldError::new(field(name), "must be a string")),
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            problems.push(FieldError::new(field(name), "must be a string"));
+            None
+        }
     }
 }
 
