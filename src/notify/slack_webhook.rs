@@ -74,12 +74,29 @@ impl Notifier for SlackWebhook {
         }
         let headers = response.headers().clone();
         let detail = slack_error_string(&error_body(response, &secrets).await);
-        let message = if detail.is_empty() {
+        let mut message = if detail.is_empty() {
             format!("slack answered {}", status.as_u16())
         } else {
             format!("slack answered {} {detail}", status.as_u16())
         };
+        if let Some(hint) = what_to_do(&detail) {
+            message.push_str(": ");
+            message.push_str(hint);
+        }
         Err(classify_status(status, &headers, message))
+    }
+}
+
+/// What the operator can do about a permanent answer, for the dead letter that records it:
+/// these mean the destination itself is gone, and every later message will fail the same way
+/// until the notifier is fixed (`slack.md`, section 6).
+fn what_to_do(detail: &str) -> Option<&'static str> {
+    match detail {
+        "no_service" | "no_service_id" | "no_team" | "team_disabled" | "no_active_hooks" | "invalid_token" => {
+            Some("the webhook was removed or disabled; create a new one and put its URL in this notifier's url")
+        }
+        "channel_is_archived" => Some("the channel is archived; unarchive it or give this notifier another webhook"),
+        _ => None,
     }
 }
 
@@ -579,7 +596,13 @@ mod tests {
 
         let dead = SlackWebhook::new(config(&format!("{}/services/T1/B1/nope", fake.base_url())), client());
         let e = dead.send(&m).await.expect_err("no such hook");
-        assert_eq!(e, NotifyError::permanent("slack answered 404 no_service"));
+        assert_eq!(
+            e,
+            NotifyError::permanent(
+                "slack answered 404 no_service: the webhook was removed or disabled; create a new one and put its \
+                 URL in this notifier's url"
+            )
+        );
 
         // Slack's own 400s are permanent too: an empty body is `no_text`.
         let e = notifier_post_raw(&url, "{}").await;

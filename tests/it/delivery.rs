@@ -217,6 +217,11 @@ async fn permanent_errors_are_dead_lettered_not_retried_forever() {
 
     let by_notifier =
         |n: &str| dead.iter().find(|e| e["notifier"] == n).unwrap_or_else(|| panic!("no {n} in {dead:?}")).clone();
+    // A destination that is gone says what to do about it.
+    for (name, hint) in [("gone", "create a new one"), ("arch", "unarchive it"), ("rev", "create a new one")] {
+        let entry = by_notifier(name);
+        assert!(entry["last_error"].as_str().is_some_and(|e| e.contains(hint)), "{entry}");
+    }
     for (name, attempts, error) in
         [("arch", 1, "channel_is_archived"), ("rev", 1, "invalid_token"), ("err", 3, "rollup_error")]
     {
