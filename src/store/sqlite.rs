@@ -182,7 +182,9 @@ impl SqliteStore {
     /// Waits until every write acknowledged before this call is applied, so reads see them.
     pub(super) async fn settle(&self) -> Result<(), StoreError> {
         match &self.backlog {
-            Some(backlog) => backlog.applied().await,
+            // Records of plain events may be gathering at the writer: a read that has to wait
+            // for them asks it to apply them now (delivery must not wait out the gathering).
+            Some(backlog) => backlog.applied(|| drop(self.writes.send(WriteOp::Flush))).await,
             None => Ok(()),
         }
     }
@@ -243,10 +245,14 @@ struct Backlog {
 }
 
 impl Backlog {
-    /// Returns once everything acknowledged before the call is applied.
-    async fn applied(&self) -> Result<(), StoreError> {
+    /// Returns once everything acknowledged before the call is applied; `hurry` runs first
+    /// when that is not the case yet.
+    async fn applied(&self, hurry: impl FnOnce()) -> Result<(), StoreError> {
         let target = self.journaled.load(std::sync::atomic::Ordering::Acquire);
         let mut applied = self.applied.clone();
+        if *applied.borrow() < target {
+            hurry();
+        }
         applied.wait_for(|n| *n >= target).await.map(|_| ()).map_err(|_| StoreError::Closed)
     }
 }

@@ -48,6 +48,8 @@ pub(super) enum WriteOp {
     /// Answer once every stored event is indexed for full-text search. The index catches up
     /// in steps between rounds, so ingest goes on meanwhile.
     Index(Done),
+    /// A read is waiting for what was acknowledged: apply what is gathered now.
+    Flush,
     /// Finish what is queued before it, then stop.
     Stop(Done),
 }
@@ -64,8 +66,8 @@ impl WriteOp {
     }
 
     /// Whether it may wait a little before it is applied: records of plain events, which owe
-    /// no message and change no alert. Nothing but a read waits for them, and a read waits
-    /// at most [`APPLY_GATHER`].
+    /// no message and change no alert. Nothing but a read waits for them, and a read that
+    /// finds itself waiting sends a [`WriteOp::Flush`], which ends the wait.
     fn may_wait(&self) -> bool {
         match self {
             WriteOp::Apply(durable) => durable.entries.iter().all(|entry| match entry {
@@ -87,7 +89,7 @@ impl WriteOp {
 
     fn reply(self, result: Result<(), StoreError>) {
         let done = match self {
-            WriteOp::Apply(_) => return,
+            WriteOp::Apply(_) | WriteOp::Flush => return,
             WriteOp::Direct(_, done)
             | WriteOp::Delivered { done, .. }
             | WriteOp::Attempt { done, .. }
@@ -269,6 +271,9 @@ impl Writer {
     }
 
     fn commit(&mut self, round: &[WriteOp]) -> Result<(), StoreError> {
+        if round.iter().all(|op| matches!(op, WriteOp::Flush)) {
+            return Ok(());
+        }
         let upto = round.iter().filter_map(|op| if let WriteOp::Apply(d) = op { Some(d.upto) } else { None }).max();
         // A full sync once per segment makes every earlier transaction durable too (the WAL is
         // sequential), after which the log no longer needs the segments before this one.
@@ -418,7 +423,7 @@ fn apply_round(tx: &Transaction<'_>, round: &[WriteOp]) -> Result<(), StoreError
                 vec![SqlValue::Integer(*attempts as i64), SqlValue::Text(error.clone()), SqlValue::Integer(*at)],
                 batch,
             )?,
-            WriteOp::Index(_) | WriteOp::Stop(_) => {}
+            WriteOp::Index(_) | WriteOp::Flush | WriteOp::Stop(_) => {}
         }
     }
     Ok(())
