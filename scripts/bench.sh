@@ -16,6 +16,7 @@
 #   halfmax    open loop at half the single-event rate this server reached in "single"
 #   notify     200 events/s of kind bench.latency routed to a webhook (the generator's own
 #              receiver), send→notifier-request latency
+#   notify-mixed  the same while 5,000 plain events/s (stored, not delivered) stream in
 #   memory     1,000,000 events in batches of 100 into a fresh server, then VmRSS
 # Before any server starts, a stall probe spins a thread per core for 5 s and counts the gaps
 # (time the machine took a core away): on a virtual machine these set a floor under every p99.
@@ -23,8 +24,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-10s}
+[[ "$DURATION" =~ ^[0-9]+s$ ]] || { echo "DURATION must be whole seconds, e.g. 10s" >&2; exit 2; }
 CONNS=${CONNS:-64}
 HALF_RATE=${HALF_RATE:-15000}
+MIXED_RATE=${MIXED_RATE:-5000}
 TOCSIN_PORT=${TOCSIN_PORT:-19750}
 AM_PORT=${AM_PORT:-19093}
 HOOK_PORT=${HOOK_PORT:-19901}
@@ -165,6 +168,15 @@ scenarios() { # prefix target url pid
   catch_up "$t" "$u"
   run "$p-notify" "$t" "$u" "$pid" --mode single --connections 4 --rate 200 --duration "$DURATION" \
     --kind bench.latency --receiver "127.0.0.1:$HOOK_PORT"
+  # Most events owe no message: the notifier's latency while plain events stream in beside it.
+  local secs=${DURATION%s}
+  "$LOADGEN" --target "$t" --url "$u" --key bench-key --label "$p-mixed-bulk" --mode single --connections 32 \
+    --rate "$MIXED_RATE" --duration "$(( secs + 2 ))s" >"$OUT/$p-mixed-bulk.txt" 2>&1 &
+  local bulk=$!
+  sleep 1
+  run "$p-notify-mixed" "$t" "$u" "$pid" --mode single --connections 4 --rate 200 --duration "$DURATION" \
+    --kind bench.latency --receiver "127.0.0.1:$HOOK_PORT"
+  wait "$bulk"
 }
 
 # Stores 1,000,000 new events in batches of 100, in runs of at most 30 s each (at most 4), and
