@@ -176,7 +176,7 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
 /// The settings a reload cannot change, as the process started with them.
 struct RestartOnly {
     store_url: String,
-    listen: String,
+    listen: std::net::SocketAddr,
     log_level: String,
     log_format: crate::config::LogFormat,
 }
@@ -185,7 +185,7 @@ impl RestartOnly {
     fn of(config: &Config) -> Self {
         RestartOnly {
             store_url: config.store.url.clone(),
-            listen: config.server.listen.to_string(),
+            listen: config.server.listen,
             log_level: config.log.level.clone(),
             log_format: config.log.format,
         }
