@@ -90,6 +90,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let settings = Shared::new(api_settings(&config));
     let sources = crate::source::Sources::new(&config, ingest.clone()).context("invalid source configuration")?;
     delivery.resume().await.context("cannot read the outbox")?;
+    // Before the port opens: a SIGTERM sent as soon as the daemon answers must be a graceful
+    // stop, not the default kill.
+    let signals = signals::Signals::install().context("cannot handle process signals")?;
 
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -98,7 +101,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(%addr, store = %store_kind(&config.store.url), "tocsin listening");
 
     let parts = Parts { store, pipeline, delivery, delivery_stop, settings, metrics, ingest, sources: sources.clone() };
-    let task = tokio::spawn(run(config, parts, listener, shutdown.clone()));
+    let task = tokio::spawn(run(config, parts, listener, signals, shutdown.clone()));
     Ok(Running { addr, shutdown, sources, task })
 }
 
@@ -106,7 +109,13 @@ fn store_kind(url: &str) -> &str {
     url.split("://").next().unwrap_or("?")
 }
 
-async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    parts: Parts,
+    listener: TcpListener,
+    mut signals: signals::Signals,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let grace = config.server.shutdown_grace.get();
     let state = AppState {
         ingest: parts.ingest.clone(),
@@ -135,7 +144,7 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            reason = signals::next() => match reason {
+            reason = signals.next() => match reason {
                 signals::Signal::Stop => { tracing::info!("shutting down"); shutdown.cancel(); break; }
                 signals::Signal::Reload => {
                     if let Some(next) = reload(&current, &running, &parts) {
@@ -151,25 +160,34 @@ async fn run(config: Config, parts: Parts, listener: TcpListener, shutdown: Canc
         }
     }
 
-    // In order: no new requests, then no new check runs, then deliver what is queued.
+    // In order: no new requests, then no new check runs, then deliver what is queued. Each
+    // step is logged with the time it took, so a slow stop says which part held it.
+    let stopping = std::time::Instant::now();
+    let step = |name: &str| {
+        tracing::debug!(step = name, elapsed_ms = stopping.elapsed().as_millis() as u64, "shutdown step done")
+    };
     match tokio::time::timeout(grace, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
         Err(_) => tracing::warn!("requests still open after the grace period"),
     }
+    step("http");
     if let Some(handle) = checks {
         let _ = tokio::time::timeout(grace, handle).await;
     }
     let _ = tokio::time::timeout(grace, sources_task).await;
     ticker.abort();
+    step("checks and sources");
     parts.delivery_stop.cancel();
     if !parts.delivery.drain(grace).await {
         tracing::warn!("deliveries still pending after the grace period; they stay in the outbox for the next start");
     }
+    step("delivery");
     pruner.abort();
     parts.store.close().await;
-    tracing::info!("stopped");
+    step("store");
+    tracing::info!(elapsed_ms = stopping.elapsed().as_millis() as u64, "stopped");
     Ok(())
 }
 
@@ -335,25 +353,48 @@ mod signals {
         Reload,
     }
 
+    /// The handlers, installed once and kept: a listener created per wait would miss a signal
+    /// that arrives between two waits (during a reload), and the process would ignore it.
     #[cfg(unix)]
-    pub async fn next() -> Signal {
-        use tokio::signal::unix::{signal, SignalKind};
-        // Handlers are installed on first use and stay installed; recreating them per loop
-        // iteration is cheap and keeps this function self-contained.
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-        tokio::select! {
-            _ = term.recv() => Signal::Stop,
-            _ = int.recv() => Signal::Stop,
-            _ = hup.recv() => Signal::Reload,
+    pub struct Signals {
+        term: tokio::signal::unix::Signal,
+        int: tokio::signal::unix::Signal,
+        hup: tokio::signal::unix::Signal,
+    }
+
+    #[cfg(unix)]
+    impl Signals {
+        pub fn install() -> std::io::Result<Signals> {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+
+        pub async fn next(&mut self) -> Signal {
+            tokio::select! {
+                _ = self.term.recv() => Signal::Stop,
+                _ = self.int.recv() => Signal::Stop,
+                _ = self.hup.recv() => Signal::Reload,
+            }
         }
     }
 
     #[cfg(not(unix))]
-    pub async fn next() -> Signal {
-        let _ = tokio::signal::ctrl_c().await;
-        Signal::Stop
+    pub struct Signals;
+
+    #[cfg(not(unix))]
+    impl Signals {
+        pub fn install() -> std::io::Result<Signals> {
+            Ok(Signals)
+        }
+
+        pub async fn next(&mut self) -> Signal {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
     }
 }
 

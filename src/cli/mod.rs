@@ -90,7 +90,11 @@ pub fn main_with_idle_hook(on_idle: fn()) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(cli))
+    let code = runtime.block_on(run(cli));
+    // Dropping a runtime waits for its blocking tasks without limit; everything that matters
+    // was finished inside `run`, so a straggler must not keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 async fn run(cli: Cli) -> ExitCode {

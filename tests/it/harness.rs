@@ -174,15 +174,15 @@ impl Daemon {
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some();
             if !exited {
                 self.kill();
-                panic!("tocsin did not become ready in 15 s; stderr:\n{}", self.stderr());
+                panic!("tocsin did not become ready in 15 s; the end of stderr:\n{}", self.stderr_tail());
             }
             self.child = None;
             if !self.stderr().contains("cannot listen") {
-                panic!("tocsin exited at start; stderr:\n{}", self.stderr());
+                panic!("tocsin exited at start; the end of stderr:\n{}", self.stderr_tail());
             }
             self.port = 0;
         }
-        panic!("could not start tocsin on a free port; stderr:\n{}", self.stderr());
+        panic!("could not start tocsin on a free port; the end of stderr:\n{}", self.stderr_tail());
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> bool {
@@ -250,7 +250,7 @@ impl Daemon {
             Some(status) => status,
             None => {
                 self.kill();
-                panic!("tocsin did not exit within {timeout:?} of SIGTERM; stderr:\n{}", self.stderr());
+                panic!("tocsin did not exit within {timeout:?} of SIGTERM; the end of stderr:\n{}", self.stderr_tail());
             }
         }
     }
@@ -260,6 +260,14 @@ impl Daemon {
     }
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
+    }
+
+    /// The last lines of stderr, without the SQL statements the debug level logs: what a
+    /// failure message needs (CI keeps only the start and end of a long one).
+    pub fn stderr_tail(&self) -> String {
+        let all = self.stderr();
+        let lines: Vec<&str> = all.lines().filter(|l| !l.contains("sqlx::query")).collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
     pub async fn post_raw(&self, key: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Value, String) {

@@ -178,3 +178,28 @@ async fn requests_in_flight_at_sigterm_are_answered_and_delivered_before_exit() 
     assert_eq!(warm_before_exit, [0, 1], "accepted before exit, so delivered before exit");
     assert_eq!(cold_before_exit, [1], "accepted before exit, so delivered before exit");
 }
+
+// A stop asked for while a reload is under way used to be lost (the process went on running):
+// the handlers were made anew for every wait, and a signal between two waits had no listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_reload_still_stops_the_daemon() {
+    let slack = FakeSlack::start().await;
+    let body = format!("{}\n{}", slack_notifier("ops", &slack.hook_url("ops")), route("ops", ""));
+    let mut d = Daemon::start(Options::new(body)).await;
+    for _ in 0..5 {
+        let pid = d.pid().to_string();
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -HUP {pid} && kill -TERM {pid}")])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let exit = d.wait_exit(Duration::from_secs(10)).await;
+        if exit.is_none() {
+            d.kill();
+            panic!("SIGTERM right after SIGHUP was ignored; the end of stderr:\n{}", d.stderr_tail());
+        }
+        assert_eq!(exit.and_then(|s| s.code()), Some(0), "a clean stop: {}", d.stderr_tail());
+        d.launch().await;
+    }
+    assert!(d.terminate(Duration::from_secs(10)).await.success());
+}
