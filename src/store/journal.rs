@@ -22,7 +22,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -328,6 +328,9 @@ struct LogWriter {
     /// Whether `file` was prepared (pre-written), so its fsyncs are cheap.
     prepared: bool,
     spare: Option<JoinHandle<io::Result<()>>>,
+    /// Set when the log closes: a spare still being written is abandoned, so a stop never
+    /// waits for a segment's worth of zeros to reach the disk.
+    abandon_spare: Arc<AtomicBool>,
     journaled: Arc<AtomicU64>,
 }
 
@@ -336,7 +339,16 @@ impl LogWriter {
         let (file, prepared) = take_segment(&dir, segment)?;
         // The spare is prepared after the first write: a command that opens the store and
         // writes nothing should not write a segment's worth of zeros.
-        Ok(LogWriter { dir, segment, file, offset: 0, prepared, spare: None, journaled })
+        Ok(LogWriter {
+            dir,
+            segment,
+            file,
+            offset: 0,
+            prepared,
+            spare: None,
+            abandon_spare: Arc::new(AtomicBool::new(false)),
+            journaled,
+        })
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Append>, mut apply: impl FnMut(Durable) -> bool) {
@@ -395,6 +407,7 @@ impl LogWriter {
             }
         }
         let _ = self.file.sync_data();
+        self.abandon_spare.store(true, Ordering::Relaxed);
         if let Some(spare) = self.spare.take() {
             let _ = spare.join();
         }
@@ -438,7 +451,9 @@ impl LogWriter {
 
     fn prepare_spare(&mut self) {
         let dir = self.dir.path.clone();
-        self.spare = std::thread::Builder::new().name("tocsin-journal-spare".into()).spawn(move || prepare(&dir)).ok();
+        let abandon = self.abandon_spare.clone();
+        self.spare =
+            std::thread::Builder::new().name("tocsin-journal-spare".into()).spawn(move || prepare(&dir, &abandon)).ok();
     }
 
     fn write_durably(&mut self, buf: &[u8]) -> io::Result<Position> {
@@ -477,12 +492,13 @@ fn take_segment(dir: &JournalDir, segment: u64) -> Result<(File, bool), StoreErr
     Ok((file, prepared))
 }
 
-/// Writes `spare.log`: zeros, synced, renamed into place.
+/// Writes `spare.log`: zeros, synced, renamed into place; gives up (leaving no file) once
+/// `abandon` is set.
 ///
 /// The zeros go out one page at a time: a file written in large chunks is cached in large
 /// folios (Linux 6.x), and an `fdatasync` after a small append then writes a whole folio —
 /// measured here: 2 MiB of disk writes per sync instead of 4 KiB.
-fn prepare(dir: &Path) -> io::Result<()> {
+fn prepare(dir: &Path, abandon: &AtomicBool) -> io::Result<()> {
     let spare = dir.join("spare.log");
     if spare.exists() {
         return Ok(());
@@ -490,8 +506,18 @@ fn prepare(dir: &Path) -> io::Result<()> {
     let tmp = dir.join("spare.tmp");
     let mut file = File::create(&tmp)?;
     let page = [0u8; 4096];
-    for _ in 0..SEGMENT_SIZE / page.len() as u64 {
+    for n in 0..SEGMENT_SIZE / page.len() as u64 {
+        if n % 256 == 0 && abandon.load(Ordering::Relaxed) {
+            drop(file);
+            let _ = fs::remove_file(&tmp);
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "the log closed"));
+        }
         file.write_all(&page)?;
+    }
+    if abandon.load(Ordering::Relaxed) {
+        drop(file);
+        let _ = fs::remove_file(&tmp);
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "the log closed"));
     }
     file.sync_all()?;
     fs::rename(&tmp, &spare)?;
@@ -650,13 +676,22 @@ mod tests {
         assert_eq!(positions.len(), 1);
     }
 
+    #[test]
+    fn a_spare_abandoned_because_the_log_closed_leaves_no_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = prepare(tmp.path(), &AtomicBool::new(true)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+        assert!(!tmp.path().join("spare.tmp").exists());
+        assert!(!tmp.path().join("spare.log").exists(), "a half-written spare must never be taken");
+    }
+
     #[tokio::test]
     async fn a_retired_segment_becomes_the_spare_and_its_records_stay_retired() {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("t.db");
         let journal = tmp.path().join("t.db.journal");
         fs::create_dir_all(&journal).unwrap();
-        prepare(&journal).unwrap();
+        prepare(&journal, &AtomicBool::new(false)).unwrap();
         run(&db, 1, vec![events(3), events(3), events(3)]).await;
         assert!(!journal.join("spare.log").exists(), "segment 1 took the prepared spare");
 
@@ -675,7 +710,7 @@ mod tests {
         assert_eq!(recovered.upto, positions.last().copied());
 
         // With a spare already there, a retired segment is removed.
-        prepare(&journal).unwrap();
+        prepare(&journal, &AtomicBool::new(false)).unwrap();
         dir.retire_before(3);
         assert!(!journal.join(format!("{:016}.log", 2)).exists());
         assert!(segments(&journal).unwrap().is_empty());
