@@ -116,7 +116,6 @@ async fn run(
     mut signals: signals::Signals,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let grace = config.server.shutdown_grace.get();
     let state = AppState {
         ingest: parts.ingest.clone(),
         settings: parts.settings.clone(),
@@ -162,11 +161,14 @@ async fn run(
 
     // In order: no new requests, then no new check runs, then deliver what is queued. Each
     // step is logged with the time it took, so a slow stop says which part held it.
+    // `shutdown_grace` is one budget for all of it (the reloaded value, if it changed), not a
+    // fresh one per step: a supervisor's kill timeout is sized from it.
     let stopping = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + current.server.shutdown_grace.get();
     let step = |name: &str| {
         tracing::debug!(step = name, elapsed_ms = stopping.elapsed().as_millis() as u64, "shutdown step done")
     };
-    match tokio::time::timeout(grace, server).await {
+    match tokio::time::timeout_at(deadline, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
@@ -174,13 +176,13 @@ async fn run(
     }
     step("http");
     if let Some(handle) = checks {
-        let _ = tokio::time::timeout(grace, handle).await;
+        let _ = tokio::time::timeout_at(deadline, handle).await;
     }
-    let _ = tokio::time::timeout(grace, sources_task).await;
+    let _ = tokio::time::timeout_at(deadline, sources_task).await;
     ticker.abort();
     step("checks and sources");
     parts.delivery_stop.cancel();
-    if !parts.delivery.drain(grace).await {
+    if !parts.delivery.drain(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
         tracing::warn!("deliveries still pending after the grace period; they stay in the outbox for the next start");
     }
     step("delivery");
