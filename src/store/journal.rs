@@ -508,20 +508,23 @@ fn prepare(dir: &Path, abandon: &AtomicBool) -> io::Result<()> {
     let page = [0u8; 4096];
     for n in 0..SEGMENT_SIZE / page.len() as u64 {
         if n % 256 == 0 && abandon.load(Ordering::Relaxed) {
-            drop(file);
-            let _ = fs::remove_file(&tmp);
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "the log closed"));
+            return Err(abandoned(file, &tmp));
         }
         file.write_all(&page)?;
     }
     if abandon.load(Ordering::Relaxed) {
-        drop(file);
-        let _ = fs::remove_file(&tmp);
-        return Err(io::Error::new(io::ErrorKind::Interrupted, "the log closed"));
+        return Err(abandoned(file, &tmp));
     }
     file.sync_all()?;
     fs::rename(&tmp, &spare)?;
     File::open(dir)?.sync_all()
+}
+
+/// Removes a spare left half-written because the log closed.
+fn abandoned(file: File, tmp: &Path) -> io::Error {
+    drop(file);
+    let _ = fs::remove_file(tmp);
+    io::Error::new(io::ErrorKind::Interrupted, "the log closed")
 }
 
 #[cfg(test)]
