@@ -211,6 +211,9 @@ fn thirty_days_then_a_drop_then_growth() {
     let (code, out, _) = run(&env, "size", &["--at", "2026-11-02T16:00:00Z"]);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("100"), "{out}");
+    // Its size alert ends, without claiming a size that was not measured.
+    assert!(out.contains("orders has no current size on c"), "{out}");
+    assert!(!out.contains("back within its usual size"), "{out}");
 }
 
 #[test]

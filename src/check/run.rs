@@ -245,6 +245,7 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
             }
             ClusterResult::Observed { alerts, summary, samples } => {
                 lines.push(format!("{cluster}: {summary}"));
+                let measured: HashSet<String> = samples.iter().map(|s| s.index.clone()).collect();
                 if !samples.is_empty() {
                     samples_out.push((cluster.clone(), samples));
                 }
@@ -290,10 +291,17 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
                         super::KIND_MISSING => {
                             format!("Every expected index is back on {cluster}.")
                         }
-                        _ => format!(
-                            "{} is back within its usual size on {cluster}.",
-                            p.labels.get("index").map(String::as_str).unwrap_or("The index")
-                        ),
+                        _ => match p.labels.get("index") {
+                            // Deleted, closed or red: no size to call usual, so none is claimed.
+                            Some(index) if !measured.contains(index) => format!(
+                                "{index} has no current size on {cluster} (deleted, closed or red); \
+                                 it is no longer compared."
+                            ),
+                            index => format!(
+                                "{} is back within its usual size on {cluster}.",
+                                index.map(String::as_str).unwrap_or("The index")
+                            ),
+                        },
                     };
                     let severity = if p.kind == KIND_UNREACHABLE { Severity::Error } else { common.severity };
                     events.push(event(

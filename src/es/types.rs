@@ -67,13 +67,12 @@ impl ServerInfo {
     }
 }
 
+/// Elasticsearch and OpenSearch always send all three lists (empty when nothing matched): a body
+/// without them is not an answer, and must not read as "none of these exist".
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ResolveResponse {
-    #[serde(default)]
     pub indices: Vec<ResolvedIndex>,
-    #[serde(default)]
     pub aliases: Vec<ResolvedName>,
-    #[serde(default)]
     pub data_streams: Vec<ResolvedName>,
 }
 
@@ -189,6 +188,16 @@ mod tests {
         assert_eq!(ServerInfo::from_root(os).engine, Engine::OpenSearch);
         let old: RootResponse = serde_json::from_str(r#"{"version":{"number":"7.4.2"}}"#).unwrap();
         assert!(!ServerInfo::from_root(old).has_resolve_index());
+    }
+
+    #[test]
+    fn a_resolve_answer_without_its_lists_is_not_read_as_nothing_found() {
+        assert!(serde_json::from_str::<ResolveResponse>("{}").is_err());
+        assert!(serde_json::from_str::<ResolveResponse>(r#"{"indices":[]}"#).is_err());
+        let found: ResolveResponse =
+            serde_json::from_str(r#"{"indices":[{"name":"a","attributes":["open"]}],"aliases":[],"data_streams":[]}"#)
+                .unwrap();
+        assert_eq!(found.indices[0].name, "a");
     }
 
     #[test]
