@@ -197,6 +197,40 @@ async fn a_silence_created_over_the_api_mutes_then_releases() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_take_json_whatever_its_content_type_and_refuse_unknown_parameters() {
+    let daemon = Daemon::start("").await;
+    let http = reqwest::Client::new();
+    // `curl -d` sends application/x-www-form-urlencoded; the body is JSON all the same.
+    let r = http
+        .post(format!("{}/api/v1/silences", daemon.base))
+        .bearer_auth("test-key")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"matchers": {"kind": "svc.*"}, "duration": "1h"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let r = http
+        .post(format!("{}/api/v1/silences", daemon.base))
+        .bearer_auth("test-key")
+        .body("matchers=kind")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((body["error"]["code"].as_str(), body["error"]["field"].as_str()), (Some("invalid_json"), Some("body")));
+
+    for path in ["/api/v1/silences?state=active", "/api/v1/heartbeats?limit=5"] {
+        let r = http.get(format!("{}{path}", daemon.base)).bearer_auth("test-key").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_parameter", "{path}: {body}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_event_again_is_one_message_with_a_count() {
     let slack = FakeSlack::start().await;
     let url = slack.hook_url("pay");

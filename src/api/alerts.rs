@@ -184,11 +184,13 @@ async fn refresh(state: &AppState, now: DateTime<Utc>) -> Result<(), ApiError> {
 pub async fn create_silence(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let caller = state.settings.current().keys.authenticate(&headers)?.clone();
     caller.require(Scope::SilencesWrite)?;
-    let Json(body) = body.map_err(|e| ApiError::bad_request("invalid_json", "body", e.body_text()))?;
+    // Read as JSON whatever the Content-Type says, as events are (`curl -d` sends a form type).
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", "body", format!("the body is not valid JSON: {e}")))?;
     let now = Utc::now();
     let silence = parse_silence(&body, &caller.name, now)?;
     state.ingest.store().insert_silence(&silence).await?;
@@ -202,8 +204,13 @@ pub struct SilenceList {
     silences: Vec<SilenceView>,
 }
 
-pub async fn list_silences(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<SilenceList>, ApiError> {
+pub async fn list_silences(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SilenceList>, ApiError> {
     state.settings.current().keys.authenticate(&headers)?.require(Scope::EventsRead)?;
+    QueryParams::parse(raw.as_deref(), &[])?;
     let now = Utc::now();
     // Recently expired ones stay listed for a day, for the record.
     let silences = state.ingest.store().silences(now - chrono::Duration::days(1)).await?;

@@ -65,7 +65,12 @@ pub async fn fail(
     record(&state, &headers, &name, Ping::Fail { output, exit_code: params.exit_code }).await
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
     state.settings.current().keys.authenticate(&headers)?.require(Scope::EventsRead)?;
+    super::params::QueryParams::parse(raw.as_deref(), &[])?;
     Ok(Json(json!({"heartbeats": heartbeat::list(&state.sources).await?})))
 }

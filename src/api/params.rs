@@ -15,7 +15,11 @@ impl QueryParams {
         let mut values = BTreeMap::new();
         for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
             if !known.contains(&name.as_ref()) {
-                let message = format!("unknown parameter; this endpoint takes {}", known.join(", "));
+                let message = if known.is_empty() {
+                    "unknown parameter; this endpoint takes none".to_string()
+                } else {
+                    format!("unknown parameter; this endpoint takes {}", known.join(", "))
+                };
                 return Err(ApiError::bad_request("invalid_parameter", name.as_ref(), message));
             }
             if values.insert(name.to_string(), value.into_owned()).is_some() {
