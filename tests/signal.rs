@@ -230,6 +230,31 @@ async fn silences_take_json_whatever_its_content_type_and_refuse_unknown_paramet
     daemon.stop().await;
 }
 
+// As Alertmanager: a "resolved" for a firing nobody was told of is noise, not news.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_resolved_within_its_group_wait_is_never_told() {
+    let slack = FakeSlack::start().await;
+    let url = slack.hook_url("ops");
+    let daemon =
+        Daemon::start(&slack_config(&url, "kinds = [\"svc.*\"]\ngroup_by = [\"service\"]\ngroup_wait = \"1s\"")).await;
+    let alert = |service: &str, status: &str| json!({"kind": "svc.down", "status": status, "labels": {"service": service}, "title": format!("{service} is down")});
+    assert_eq!(daemon.post("/api/v1/events", alert("billing", "firing")).await.0, 202);
+    assert_eq!(daemon.post("/api/v1/events", alert("billing", "resolved")).await.0, 202);
+    // A control in another group, told as usual.
+    assert_eq!(daemon.post("/api/v1/events", alert("search", "firing")).await.0, 202);
+    assert!(slack.wait_for("ops", 1, Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let texts: Vec<String> =
+        slack.messages("ops").iter().map(|m| m["text"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(texts.len(), 1, "only the search alert: {texts:?}");
+    assert!(texts[0].contains("search is down"), "{texts:?}");
+    // Settled, not left pending nor dead-lettered.
+    let metrics = reqwest::get(format!("{}/metrics", daemon.base)).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "tocsin_outbox_pending 0"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "tocsin_dead_letters 0"), "{metrics}");
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_event_again_is_one_message_with_a_count() {
     let slack = FakeSlack::start().await;

@@ -406,7 +406,11 @@ async fn plan_fold(
     if entries.is_empty() {
         return Ok(None);
     }
-    let message = fold(shape, &entries, &summary);
+    let Some(message) = fold(shape, &entries, &summary) else {
+        // Alerts that fired and resolved before anything was sent: settled, nothing to say.
+        inner.store.mark_delivered(&batch, now).await?;
+        return Ok(None);
+    };
     Ok(Some((batch, message)))
 }
 

@@ -6,7 +6,7 @@
 //! Counts come from the store's summary of the whole batch, so a fold of 10,000 rows lists the
 //! first few and counts the rest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use crate::event::Severity;
@@ -97,20 +97,22 @@ fn list(entries: &[OutboxEntry], total: u64, max: usize) -> String {
 }
 
 /// One message for a batch. `entries` are the first rows of the batch (oldest first), never
-/// empty; `summary` counts all of it.
-pub fn fold(shape: Fold, entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
+/// empty; `summary` counts all of it. `None` when there is nothing to tell: every alert in it
+/// fired and resolved before its firing was sent (as Alertmanager, no "resolved" for a firing
+/// nobody saw).
+pub fn fold(shape: Fold, entries: &[OutboxEntry], summary: &BatchSummary) -> Option<Message> {
     assert!(!entries.is_empty(), "a fold needs at least one message");
     if summary.count <= 1 && entries.len() == 1 {
-        return entries[0].message.clone();
+        return Some(entries[0].message.clone());
     }
     match shape {
         Fold::Group => fold_group(entries, summary),
-        Fold::Digest => digest(entries, summary),
-        Fold::Backlog => backlog(entries, summary),
+        Fold::Digest => Some(digest(entries, summary)),
+        Fold::Backlog => Some(backlog(entries, summary)),
     }
 }
 
-fn fold_group(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
+fn fold_group(entries: &[OutboxEntry], summary: &BatchSummary) -> Option<Message> {
     let is_alert = |m: &Message| m.status != MessageStatus::Event;
     if entries.iter().all(|e| is_alert(&e.message)) {
         return fold_alerts(entries, summary);
@@ -139,25 +141,37 @@ fn fold_group(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
         msg.link = first.link.clone();
         msg.events.truncate(1);
         msg.truncated = summary.count.saturating_sub(1);
-        return msg;
+        return Some(msg);
     }
     msg.title = format!("{} events: {}", thousands(summary.count), kinds_line(summary));
     msg.text = list(entries, summary.count, LISTED);
-    msg
+    Some(msg)
 }
 
-fn fold_alerts(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
-    // The latest word on each alert wins: fired then resolved within the wait is "resolved".
+fn fold_alerts(entries: &[OutboxEntry], summary: &BatchSummary) -> Option<Message> {
+    // The latest word on each alert wins; an alert that fired and resolved within the batch was
+    // never told, so its "resolved" says nothing anyone saw and is left out.
     let mut latest: BTreeMap<String, (usize, &Message)> = BTreeMap::new();
+    let mut fired_here: BTreeSet<&str> = BTreeSet::new();
     for (i, e) in entries.iter().enumerate() {
         if let Some(ev) = e.message.events.first() {
+            if e.message.status == MessageStatus::Firing {
+                fired_here.insert(&ev.fingerprint);
+            }
             latest.insert(ev.fingerprint.clone(), (i, &e.message));
         }
     }
+    latest.retain(|fingerprint, (_, m)| {
+        !(m.status == MessageStatus::Resolved && fired_here.contains(fingerprint.as_str()))
+    });
+    let unseen = summary.count.saturating_sub(entries.len() as u64);
+    if latest.is_empty() && unseen == 0 {
+        return None;
+    }
     let mut current: Vec<(usize, &Message)> = latest.into_values().collect();
     current.sort_by_key(|(i, _)| *i);
-    if current.len() == 1 && summary.count as usize == entries.len() {
-        return current[0].1.clone();
+    if current.len() == 1 && unseen == 0 {
+        return Some(current[0].1.clone());
     }
     let firing: Vec<&Message> = current.iter().map(|(_, m)| *m).filter(|m| m.status == MessageStatus::Firing).collect();
     let resolved: Vec<&Message> =
@@ -187,7 +201,7 @@ fn fold_alerts(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
     }
     msg.text = text.trim_end().to_string();
     msg.fields = summary.by_kind.iter().map(|(k, n)| Field { name: k.clone(), value: thousands(*n) }).collect();
-    msg
+    Some(msg)
 }
 
 fn digest(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
@@ -272,7 +286,7 @@ mod tests {
         let entries: Vec<_> = (0..5)
             .map(|i| entry(i, json!({"kind": "payment.failed", "fingerprint": "f"}), MessageStatus::Event))
             .collect();
-        let msg = fold(Fold::Group, &entries, &summary(37, &[("payment.failed", 37)]));
+        let msg = fold(Fold::Group, &entries, &summary(37, &[("payment.failed", 37)])).unwrap();
         assert_eq!(msg.title, "payment.failed (×37)");
         assert!(msg.text.contains("×37 in the last 4 min"), "{}", msg.text);
     }
@@ -287,7 +301,7 @@ mod tests {
                 entry(i, body, MessageStatus::Event)
             })
             .collect();
-        let msg = fold(Fold::Group, &signups, &summary(3, &[("user.signup", 3)]));
+        let msg = fold(Fold::Group, &signups, &summary(3, &[("user.signup", 3)])).unwrap();
         assert_eq!(msg.title, "3 events: user.signup ×3");
         assert_eq!(msg.text, "• u0 signed up\n• u1 signed up\n• u2 signed up");
         assert_eq!((msg.events.len(), msg.truncated), (3, 0));
@@ -295,7 +309,7 @@ mod tests {
         let same: Vec<_> = (0..3)
             .map(|i| entry(i, json!({"kind": "disk.full", "title": "disk full on db-1"}), MessageStatus::Event))
             .collect();
-        assert_eq!(fold(Fold::Group, &same, &summary(3, &[("disk.full", 3)])).title, "disk full on db-1 (×3)");
+        assert_eq!(fold(Fold::Group, &same, &summary(3, &[("disk.full", 3)])).unwrap().title, "disk full on db-1 (×3)");
     }
 
     #[test]
@@ -303,7 +317,8 @@ mod tests {
         let entries: Vec<_> = (0..LISTED as i64 + 5)
             .map(|i| entry(i, json!({"kind": "api.error", "title": format!("error {i}")}), MessageStatus::Event))
             .collect();
-        let msg = fold(Fold::Group, &entries, &summary(10_000, &[("api.error", 9_000), ("api.timeout", 1_000)]));
+        let msg =
+            fold(Fold::Group, &entries, &summary(10_000, &[("api.error", 9_000), ("api.timeout", 1_000)])).unwrap();
         assert_eq!(msg.title, "10,000 events: api.error ×9,000, api.timeout ×1,000");
         assert!(msg.text.contains("• error 0") && msg.text.ends_with("and 9,990 more"), "{}", msg.text);
         assert_eq!(msg.truncated, 10_000 - LISTED as u64);
@@ -321,16 +336,21 @@ mod tests {
             json!({"kind": "es.down", "title": "a back", "fingerprint": "a", "status": "resolved"}),
             MessageStatus::Resolved,
         );
-        let only = fold(Fold::Group, &[fire.clone(), resolve.clone()], &summary(2, &[("es.down", 2)]));
-        assert_eq!(only.status, MessageStatus::Resolved);
-        assert_eq!(only.title, "a back");
+        // Fired and resolved before the firing was sent: nobody saw it, so nothing is said.
+        assert!(fold(Fold::Group, &[fire.clone(), resolve.clone()], &summary(2, &[("es.down", 2)])).is_none());
+        // Its firing was sent in an earlier message: the resolve alone is told.
+        let told = fold(Fold::Group, &[resolve.clone()], &summary(1, &[("es.down", 1)])).unwrap();
+        assert_eq!((told.status, told.title.as_str()), (MessageStatus::Resolved, "a back"));
 
         let other = entry(
             3,
             json!({"kind": "es.down", "title": "b down", "fingerprint": "b", "status": "firing"}),
             MessageStatus::Firing,
         );
-        let both = fold(Fold::Group, &[fire, resolve, other], &summary(3, &[("es.down", 3)]));
+        let only_b =
+            fold(Fold::Group, &[fire, resolve.clone(), other.clone()], &summary(3, &[("es.down", 3)])).unwrap();
+        assert_eq!((only_b.status, only_b.title.as_str()), (MessageStatus::Firing, "b down"));
+        let both = fold(Fold::Group, &[resolve, other], &summary(2, &[("es.down", 2)])).unwrap();
         assert_eq!(both.status, MessageStatus::Firing);
         assert!(both.title.starts_with("[FIRING:1, RESOLVED:1]"), "{}", both.title);
     }
@@ -340,7 +360,7 @@ mod tests {
         let entries = vec![entry(1, json!({"kind": "user.registered", "user": "a"}), MessageStatus::Event); 2];
         let mut s = summary(120, &[("user.registered", 100), ("user.login", 20)]);
         s.top_users = vec![("alice".into(), 7)];
-        let msg = fold(Fold::Digest, &entries, &s);
+        let msg = fold(Fold::Digest, &entries, &s).unwrap();
         assert_eq!(msg.title, "Digest: 120 events");
         assert!(msg.text.contains("• user.registered: 100") && msg.text.contains("• alice: 7"));
         assert_eq!(msg.fields.len(), 2);
