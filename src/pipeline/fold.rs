@@ -339,7 +339,7 @@ mod tests {
         // Fired and resolved before the firing was sent: nobody saw it, so nothing is said.
         assert!(fold(Fold::Group, &[fire.clone(), resolve.clone()], &summary(2, &[("es.down", 2)])).is_none());
         // Its firing was sent in an earlier message: the resolve alone is told.
-        let told = fold(Fold::Group, &[resolve.clone()], &summary(1, &[("es.down", 1)])).unwrap();
+        let told = fold(Fold::Group, std::slice::from_ref(&resolve), &summary(1, &[("es.down", 1)])).unwrap();
         assert_eq!((told.status, told.title.as_str()), (MessageStatus::Resolved, "a back"));
 
         let other = entry(
