@@ -155,6 +155,9 @@ impl State {
         for d in &mut deliveries {
             match notice {
                 Notice::Flapping => {
+                    // Whatever its last change, a flapping alert is not over: a "resolved"
+                    // notice would close a PagerDuty incident and tick a Slack thread.
+                    d.message.status = crate::message::MessageStatus::Firing;
                     d.message.title = format!("Flapping: {}", d.message.title);
                     d.message.text = format!(
                         "{}{}It changed state too often; tocsin stays quiet about it until it settles.",

@@ -150,6 +150,8 @@ fn flapping_is_told_once_then_settles() {
         if i == 3 {
             assert!(out.alert.as_ref().unwrap().flapping, "4 changes within the window");
             assert!(out.deliveries[0].message.title.starts_with("Flapping:"));
+            // Set off by a resolve, yet not a "resolved": that would close incidents.
+            assert_eq!(out.deliveries[0].message.status, MessageStatus::Firing);
         }
     }
     // fired, resolved, fired, flapping — then quiet.
