@@ -169,15 +169,47 @@ pub(crate) async fn evaluate(check: &IndicesCheck, ctx: &ClusterCtx<'_>, now: Da
     fields.insert("indices".into(), Value::Array(listed));
     let summary = problems.iter().map(|(e, p)| format!("{} {}", e.name, p.describe())).collect::<Vec<_>>().join(", ");
     ClusterResult::Observed {
-        alerts: vec![Alert { kind: KIND_MISSING, index: None, severity: check.severity, title, text, fields }],
+        alerts: vec![Alert {
+            kind: KIND_MISSING,
+            index: None,
+            about: Some(label_for(&summary)),
+            severity: check.severity,
+            title,
+            text,
+            fields,
+        }],
         summary,
         samples: vec![],
     }
 }
 
+/// The problems as a label: whole when short, else their start and a digest of all of them, so
+/// that any change still changes the label (and is told) without a label of 20,000 names.
+fn label_for(summary: &str) -> String {
+    const MAX: usize = 200;
+    if summary.chars().count() <= MAX {
+        return summary.to_string();
+    }
+    let start: String = summary.chars().take(MAX - 30).collect();
+    let mut all = std::collections::BTreeMap::new();
+    all.insert("problems".to_string(), summary.to_string());
+    format!("{start}… (set {})", crate::event::derive_fingerprint("indices", &all))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_problems_label_is_whole_when_short_and_tells_sets_apart_when_long() {
+        assert_eq!(label_for("a missing, b: closed"), "a missing, b: closed");
+        let many = |last: &str| {
+            (0..100).map(|i| format!("logs-{i:03} missing")).chain([last.to_string()]).collect::<Vec<_>>().join(", ")
+        };
+        let (x, y) = (label_for(&many("x missing")), label_for(&many("y missing")));
+        assert!(x.chars().count() <= 200, "{x}");
+        assert_ne!(x, y, "a change past the cut still changes the label");
+    }
 
     fn exp(n: &str) -> Expected {
         Expected { template: n.into(), name: n.into() }

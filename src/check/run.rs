@@ -131,6 +131,9 @@ pub(crate) struct Alert {
     pub kind: &'static str,
     /// For per-index conditions: the index, part of the fingerprint and a label.
     pub index: Option<String>,
+    /// For a cluster-wide condition: what it is about now (e.g. which indices are missing),
+    /// a label, so that a change is told even though the fingerprint stays the same.
+    pub about: Option<String>,
     pub severity: Severity,
     pub title: String,
     pub text: String,
@@ -255,6 +258,9 @@ pub async fn run_check(check: &CheckConfig, clusters: &Clusters, opts: &RunOptio
                     let mut l = labels.clone();
                     if let Some(ix) = &a.index {
                         l.insert("index".into(), ix.clone());
+                    }
+                    if let Some(about) = &a.about {
+                        l.insert("indices".into(), about.clone());
                     }
                     let fp = fingerprint(a.kind, common.name, &cluster, a.index.as_deref());
                     let since = prior.iter().find(|p| p.fingerprint == fp).map(|p| p.since).unwrap_or(opts.at);

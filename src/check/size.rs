@@ -144,7 +144,15 @@ fn alert(check: &SizeCheck, ctx: &ClusterCtx<'_>, c: Change<'_>) -> Alert {
     fields.insert("current".into(), Value::from(c.current.round()));
     fields.insert("baseline".into(), Value::from(c.baseline.round()));
     fields.insert("likely_cause".into(), Value::String(cause.into()));
-    Alert { kind: KIND_SIZE, index: Some(c.index.to_string()), severity: check.severity, title, text, fields }
+    Alert {
+        kind: KIND_SIZE,
+        index: Some(c.index.to_string()),
+        about: None,
+        severity: check.severity,
+        title,
+        text,
+        fields,
+    }
 }
 
 pub(crate) async fn evaluate(check: &SizeCheck, ctx: &ClusterCtx<'_>, opts: &RunOptions) -> ClusterResult {

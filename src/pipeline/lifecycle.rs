@@ -83,6 +83,9 @@ impl State {
         let previous = self.alerts.get(&event.fingerprint);
         let was_firing = previous.is_some_and(Alert::is_firing);
         let old_severity = previous.map(|a| a.severity);
+        // Labels say what the alert is about: the same fingerprint with other labels (a check's
+        // alert now naming other indices) is news, as a new alert is in Alertmanager.
+        let relabelled = previous.is_some_and(|a| !a.labels.same_as(&event.labels));
         let mut alert = previous.cloned().unwrap_or_else(|| Alert {
             fingerprint: event.fingerprint.clone(),
             kind: event.kind.clone(),
@@ -128,6 +131,7 @@ impl State {
             (true, AlertStatus::Resolved) if alert.announced => Notice::Resolved,
             // Worse than when we last said so: say it again.
             (false, AlertStatus::Firing) if old_severity.is_some_and(|s| event.severity > s) => Notice::Fired,
+            (false, AlertStatus::Firing) if was_firing && relabelled => Notice::Fired,
             _ => Notice::Quiet,
         };
         if changed {

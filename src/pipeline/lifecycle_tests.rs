@@ -292,3 +292,21 @@ notifier = "ops"
     let errors = load_str(bad, std::path::Path::new("t.toml")).unwrap_err();
     assert!(errors.to_string().contains("templates.types.carrier_pigeon"), "{errors}");
 }
+
+#[test]
+fn a_firing_alert_whose_labels_change_is_told_again_and_its_title_alone_is_not() {
+    let tl = Timeline::new("");
+    let body = |indices: &str, title: &str| {
+        json!({"kind": "es.index_missing", "status": "firing", "fingerprint": "prod", "severity": "error",
+               "labels": {"cluster": "prod", "indices": indices}, "title": title})
+    };
+    assert_eq!(tl.send(0, body("a missing, b missing", "2 missing")).deliveries.len(), 1);
+    // The same condition again: a repeat, quiet.
+    assert!(tl.send(60, body("a missing, b missing", "2 missing")).deliveries.is_empty());
+    // A changing number in the title is not a new condition (no cry-wolf on every reading).
+    assert!(tl.send(120, body("a missing, b missing", "2 missing (still)")).deliveries.is_empty());
+    // Another set of indices: news.
+    let changed = tl.send(180, body("b missing, c missing", "2 missing"));
+    assert_eq!(changed.deliveries.len(), 1);
+    assert_eq!(changed.deliveries[0].message.status, MessageStatus::Firing);
+}
