@@ -271,3 +271,11 @@ notifier = "Bearer ${env:KEY}"
     );
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+#[test]
+fn a_bad_cluster_url_is_pointed_at_without_repeating_its_password() {
+    let errs = errors("[elasticsearch.c1]\nurl = \"htp:/ops:Hunter2Secret@es.internal:9200\"\n");
+    let e = errs.iter().find(|e| e.to_string().contains("elasticsearch.c1.url")).expect("the url is refused");
+    assert_eq!(at(e), (2, 7));
+    assert!(!e.to_string().contains("Hunter2Secret"), "{e}");
+}

@@ -86,7 +86,9 @@ pub fn validate_cluster(name: &str, cluster: &ClusterConfig) -> Vec<(String, Str
                 errors.push((key("url"), "must not contain a query string".into()));
             }
         }
-        _ => errors.push((key("url"), format!("{:?} is not an absolute http(s) URL", cluster.url))),
+        // The value is not echoed: it may carry a password (`https://user:pass@…`); the error
+        // points at its line already.
+        _ => errors.push((key("url"), "is not an absolute http(s) URL (expected https://host:9200)".into())),
     }
     if cluster.timeout.get().is_zero() {
         errors.push((key("timeout"), "must be greater than zero".into()));
