@@ -29,7 +29,7 @@ pub fn render(template: &str, now: DateTime<Utc>, tz: Tz) -> Result<String, Temp
         if StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) || format.is_empty() {
             return Err(TemplateError::Format(format.to_string()));
         }
-        let at = tz.from_utc_datetime(&(now + offset).naive_utc());
+        let at = offset.from(now, tz);
         out.push_str(&at.format(format).to_string());
         rest = &after[end + 1..];
     }
@@ -37,11 +37,41 @@ pub fn render(template: &str, now: DateTime<Utc>, tz: Tz) -> Result<String, Temp
     Ok(out)
 }
 
-fn parse_offset(spec: &str) -> Option<Duration> {
+/// How far from now a template looks: days and weeks count on the calendar of the check's time
+/// zone (yesterday is yesterday, 23 or 25 hours ago across a clock change), hours and minutes
+/// on the clock.
+enum Offset {
+    Days(i64),
+    Exact(Duration),
+}
+
+impl Offset {
+    fn from(&self, now: DateTime<Utc>, tz: Tz) -> DateTime<Tz> {
+        let local = tz.from_utc_datetime(&now.naive_utc());
+        match *self {
+            Offset::Days(n) => {
+                let moved = if n >= 0 {
+                    local.checked_add_days(chrono::Days::new(n as u64))
+                } else {
+                    local.checked_sub_days(chrono::Days::new(n.unsigned_abs()))
+                };
+                // A local time the clock change skipped: whole days of 24 hours instead.
+                moved.or_else(|| Duration::try_days(n).and_then(|d| exact(now, d, tz))).unwrap_or(local)
+            }
+            Offset::Exact(d) => exact(now, d, tz).unwrap_or(local),
+        }
+    }
+}
+
+fn exact(now: DateTime<Utc>, d: Duration, tz: Tz) -> Option<DateTime<Tz>> {
+    now.checked_add_signed(d).map(|t| tz.from_utc_datetime(&t.naive_utc()))
+}
+
+fn parse_offset(spec: &str) -> Option<Offset> {
     let spec = spec.trim();
     let rest = spec.strip_prefix("now")?;
     if rest.is_empty() {
-        return Some(Duration::zero());
+        return Some(Offset::Exact(Duration::zero()));
     }
     let (sign, num) = match rest.as_bytes()[0] {
         b'-' => (-1, &rest[1..]),
@@ -50,14 +80,14 @@ fn parse_offset(spec: &str) -> Option<Duration> {
     };
     let unit = num.chars().last()?;
     let n: i64 = num[..num.len() - 1].parse().ok()?;
-    let d = match unit {
-        'w' => Duration::weeks(n),
-        'd' => Duration::days(n),
-        'h' => Duration::hours(n),
-        'm' => Duration::minutes(n),
-        _ => return None,
-    };
-    Some(d * sign)
+    let n = n.checked_mul(sign)?;
+    match unit {
+        'w' => Some(Offset::Days(n.checked_mul(7)?)),
+        'd' => Some(Offset::Days(n)),
+        'h' => Some(Offset::Exact(Duration::try_hours(n)?)),
+        'm' => Some(Offset::Exact(Duration::try_minutes(n)?)),
+        _ => None,
+    }
 }
 
 pub fn is_pattern(name: &str) -> bool {
@@ -162,6 +192,22 @@ mod tests {
         assert!(render("logs-{now:%Y", now, chrono_tz::UTC).is_err());
         assert!(render("logs-{yesterday:%Y}", now, chrono_tz::UTC).is_err());
         assert!(render("logs-{now-1y:%Y}", now, chrono_tz::UTC).is_err());
+    }
+
+    #[test]
+    fn yesterday_is_a_calendar_day_across_clock_changes() {
+        let ny = chrono_tz::America::New_York;
+        // Midnight in New York the day after the spring change (8 March 2026 had 23 hours).
+        let after_spring = at("2026-03-09T04:00:00Z");
+        assert_eq!(render("b-{now-1d:%Y.%m.%d}", after_spring, ny).unwrap(), "b-2026.03.08");
+        assert_eq!(render("b-{now-1w:%Y.%m.%d}", after_spring, ny).unwrap(), "b-2026.03.02");
+        // And after the autumn change (1 November 2026 had 25 hours).
+        let after_autumn = at("2026-11-02T05:00:00Z");
+        assert_eq!(render("b-{now-1d:%Y.%m.%d}", after_autumn, ny).unwrap(), "b-2026.11.01");
+        // Hours stay on the clock.
+        assert_eq!(render("h-{now-24h:%Y.%m.%d}", after_spring, ny).unwrap(), "h-2026.03.07");
+        // Far out of range: no panic.
+        assert!(render("x-{now-99999999999d:%Y}", after_spring, ny).is_ok());
     }
 
     #[test]
