@@ -7,19 +7,24 @@ use tocsin::testkit::fake_slack::{FakeSlack, Mode};
 
 use crate::harness::*;
 
+/// Everything routed to the fake Slack's `slow` hook, unpaced, with quick retries.
+fn slow_destination(slack: &FakeSlack) -> String {
+    format!(
+        "{}\n{}\n{}\n{}",
+        fast_delivery(5),
+        unpaced(&["slow"]),
+        slack_notifier("slow", &slack.hook_url("slow")),
+        route("slow", "")
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_delivers_everything_accepted_then_exits_zero() {
     let slack = FakeSlack::start().await;
     slack.set_latency("slow", Duration::from_millis(300));
     // Pacing off: at 1/s the ten messages alone would take the whole grace period; this test
     // is about SIGTERM draining what was accepted, which the slow (300 ms) hook makes visible.
-    let body = format!(
-        "{}\n{}\n{}\n{}",
-        fast_delivery(5),
-        unpaced(&["slow"]),
-        slack_notifier("slow", &slack.hook_url("slow")),
-        route("slow", "")
-    );
+    let body = slow_destination(&slack);
     let mut d = Daemon::start(Options::new(body)).await;
     for i in 0..10u32 {
         d.accept(&json!({"kind": "drain.test", "fields": {"seq": i.to_string()}})).await;
@@ -43,13 +48,7 @@ async fn sigterm_with_short_grace_keeps_the_rest_for_the_next_start() {
     slack.set_latency("slow", Duration::from_millis(300));
     // Pacing off: the slow hook (300 ms a message) is what must not fit the grace; at 1/s the
     // 19 or so left after the restart would also take 19 s to arrive one by one.
-    let body = format!(
-        "{}\n{}\n{}\n{}",
-        fast_delivery(5),
-        unpaced(&["slow"]),
-        slack_notifier("slow", &slack.hook_url("slow")),
-        route("slow", "")
-    );
+    let body = slow_destination(&slack);
     let mut opts = Options::new(body);
     opts.server_extra = "shutdown_grace = \"1s\"".into();
     let mut d = Daemon::start(opts).await;
@@ -210,13 +209,7 @@ async fn sigterm_during_a_reload_still_stops_the_daemon() {
 async fn the_grace_period_is_one_budget_for_requests_and_deliveries() {
     let slack = FakeSlack::start().await;
     slack.set_latency("slow", Duration::from_millis(300));
-    let body = format!(
-        "{}\n{}\n{}\n{}",
-        fast_delivery(5),
-        unpaced(&["slow"]),
-        slack_notifier("slow", &slack.hook_url("slow")),
-        route("slow", "")
-    );
+    let body = slow_destination(&slack);
     let mut opts = Options::new(body);
     opts.server_extra = "shutdown_grace = \"2s\"".into();
     let mut d = Daemon::start(opts).await;
