@@ -375,6 +375,9 @@ async fn the_silence_command_line_talks_to_the_daemon() {
     assert!(slack.wait_for("cli", 1, Duration::from_secs(5)).await, "released after expiry");
     let (code, _, err) = tocsin(&["silence", "add", "-m", "kind", "--duration", "1h"]);
     assert_eq!(code, Some(2), "a bad matcher is a usage error: {err}");
+    let (code, _, err) = tocsin(&["silence", "add", "-m", "kind=a.*", "-m", "kind=b.*", "--duration", "1h"]);
+    assert_eq!(code, Some(2), "one glob per name, not one silently dropped: {err}");
+    assert!(err.contains("given twice"), "{err}");
     daemon.stop().await;
 }
 

@@ -112,6 +112,11 @@ pub fn parse_silence(body: &Value, author: &str, now: DateTime<Utc>) -> Result<S
         Some(Value::Object(m)) if !m.is_empty() => m
             .iter()
             .map(|(k, v)| match v {
+                _ if k.trim().is_empty() => Err(ApiError::bad_request(
+                    "invalid_silence",
+                    "matchers",
+                    "a matcher needs a name: `kind` or a label name",
+                )),
                 Value::String(s) if !s.is_empty() => Ok((k.clone(), s.clone())),
                 _ => Err(ApiError::bad_request(
                     "invalid_silence",
@@ -144,6 +149,9 @@ pub fn parse_silence(body: &Value, author: &str, now: DateTime<Utc>) -> Result<S
         }
         (Some(d), None) => {
             let d = Dur::parse(d).map_err(|e| ApiError::bad_request("invalid_silence", "duration", e))?;
+            if d.get().is_zero() {
+                return Err(ApiError::bad_request("invalid_silence", "duration", "must be longer than zero"));
+            }
             starts_at
                 + chrono::Duration::from_std(d.get())
                     .map_err(|_| ApiError::bad_request("invalid_silence", "duration", "too long"))?
@@ -254,5 +262,7 @@ mod tests {
         assert_eq!(field(json!({"matchers": {"kind": "a"}, "ends_at": "2000-01-01T00:00:00Z"})), "ends_at");
         assert_eq!(field(json!({"matchers": {"kind": "a"}, "duration": "1h", "color": "red"})), "color");
         assert_eq!(field(json!({"matchers": {"kind": "[a"}, "duration": "1h"})), "matchers");
+        assert_eq!(field(json!({"matchers": {"": "a"}, "duration": "1h"})), "matchers");
+        assert_eq!(field(json!({"matchers": {"kind": "a"}, "duration": "0s"})), "duration");
     }
 }

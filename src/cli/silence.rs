@@ -97,6 +97,13 @@ async fn call(remote: &Remote, method: reqwest::Method, path: &str, body: Option
 pub async fn run(command: SilenceCommand) -> ExitCode {
     let result = match command {
         SilenceCommand::Add { matchers, duration, ends_at, comment, author, remote } => {
+            let mut names = std::collections::BTreeSet::new();
+            if let Some((name, _)) = matchers.iter().find(|(name, _)| !names.insert(name.as_str())) {
+                eprintln!(
+                    "error: --matcher {name}=… is given twice; each name takes one glob (e.g. {name}='svc.*'), and all must match"
+                );
+                return ExitCode::from(2);
+            }
             let mut body = json!({"matchers": matchers.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<serde_json::Map<_, _>>(), "comment": comment});
             if let Some(d) = duration {
                 body["duration"] = json!(d);
