@@ -413,6 +413,10 @@ fn bad_names_and_config_exit_2() {
     let (code, _, err) = run(&env, "nope", &[]);
     assert_eq!(code, 2);
     assert!(err.contains("no check named \"nope\""), "{err}");
+    let env = setup(&cluster("c", &fake, ""), &indices_check("idx", "\"c\", \"c\"", "\"x\"", ""));
+    let (code, _, err) = run(&env, "idx", &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("checks[0].clusters") && err.contains("listed twice"), "{err}");
     let _ = Path::new("");
 }
 

@@ -204,7 +204,11 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         if c.clusters.is_empty() {
             errors.push((key("clusters"), "must name at least one [elasticsearch.NAME] cluster".into()));
         }
+        let mut listed = std::collections::HashSet::new();
         for cl in c.clusters {
+            if !listed.insert(cl.as_str()) {
+                errors.push((key("clusters"), format!("{cl:?} is listed twice (it would be checked and told twice)")));
+            }
             if !config.elasticsearch.contains_key(cl) {
                 let known: Vec<_> = config.elasticsearch.keys().map(String::as_str).collect();
                 let known = if known.is_empty() {
