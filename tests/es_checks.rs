@@ -522,3 +522,23 @@ fn sigv4_for_opensearch_serverless_signs_as_aoss() {
     let (code, out, err) = tocsin(&env, &["check", "run", "idx"], &creds);
     assert_eq!(code, 2, "{out}{err}");
 }
+
+// `tocsin check run … | head -1`: the reader leaves early; the check still runs to the end and
+// exits with its own code, without a panic.
+#[test]
+fn a_reader_that_goes_away_does_not_crash_the_run() {
+    let fake = FakeEs::start_blocking(Flavor::Es8);
+    let env = setup(&cluster("c", &fake, ""), &indices_check("idx", "\"c\"", "\"users\", \"orders\"", ""));
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["check", "run", "idx", "--config"])
+        .arg(&env.config)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(1), "both indices are missing: {stderr}");
+}

@@ -80,11 +80,11 @@ async fn list(config: &ConfigArg) -> anyhow::Result<()> {
         }
     };
     if config.checks.is_empty() {
-        println!("no checks configured");
+        out!("no checks configured");
         return Ok(());
     }
     let now = Utc::now();
-    println!("{:<24} {:<26} {:<28} {:<27} LAST RESULT", "NAME", "TYPE", "SCHEDULE", "NEXT RUN");
+    out!("{:<24} {:<26} {:<28} {:<27} LAST RESULT", "NAME", "TYPE", "SCHEDULE", "NEXT RUN");
     for check in &config.checks {
         let c = check.common();
         let tz = parse_tz(c.timezone).unwrap_or(chrono_tz::UTC);
@@ -106,7 +106,7 @@ async fn list(config: &ConfigArg) -> anyhow::Result<()> {
                 format!("{} at {} ({})", r.outcome, r.at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"), r.summary)
             })
             .unwrap_or_else(|| "never ran".into());
-        println!("{:<24} {:<26} {:<28} {:<27} {}", c.name, check.type_name(), schedule, next, last);
+        out!("{:<24} {:<26} {:<28} {:<27} {}", c.name, check.type_name(), schedule, next, last);
     }
     Ok(())
 }
@@ -137,25 +137,25 @@ async fn run_one(config_arg: &ConfigArg, name: &str, dry_run: bool, at: Option<&
     let clusters = Clusters::from_config(&config);
     let report = run_check(check, &clusters, &RunOptions { at, store: store.clone() }).await;
 
-    println!("check {} at {}: {}", report.check, report.at.to_rfc3339(), report.outcome.as_str());
+    out!("check {} at {}: {}", report.check, report.at.to_rfc3339(), report.outcome.as_str());
     for line in &report.lines {
-        println!("  {line}");
+        out!("  {line}");
     }
     for event in &report.events {
         let status = match event.status {
             Some(AlertStatus::Resolved) => "RESOLVED",
             _ => "FIRING",
         };
-        println!("{status} {} [{}]: {}", event.kind, event.severity, event.title.as_deref().unwrap_or(""));
+        out!("{status} {} [{}]: {}", event.kind, event.severity, event.title.as_deref().unwrap_or(""));
         for line in event.text.as_deref().unwrap_or("").lines() {
-            println!("    {line}");
+            out!("    {line}");
         }
     }
     for e in &report.store_errors {
         eprintln!("warning: {e}");
     }
     if dry_run {
-        println!("(dry run: nothing sent or stored)");
+        out!("(dry run: nothing sent or stored)");
         return Ok(report.outcome);
     }
     if let Some(store) = &store {

@@ -1,5 +1,14 @@
 //! The command line: the binary's edge, where typed errors become words and exit codes.
 
+/// `println!` that cannot panic: when the reader went away (`tocsin check run … | head`), the
+/// output stops and the command still finishes its work (sending, recording, its exit code).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod check;
 mod run_task;
 mod send;
@@ -117,7 +126,7 @@ async fn run(cli: Cli) -> ExitCode {
 fn config_check(path: &std::path::Path) -> ExitCode {
     match crate::config::load(path) {
         Ok(config) => {
-            println!(
+            out!(
                 "{}: ok ({} notifiers, {} routes, {} api keys, {} clusters, {} checks)",
                 path.display(),
                 config.notifiers.len(),

@@ -115,7 +115,7 @@ pub async fn run(command: SilenceCommand) -> ExitCode {
                 body["created_by"] = json!(a);
             }
             call(&remote, reqwest::Method::POST, "/api/v1/silences", Some(body)).await.map(|v| {
-                println!("{}", v["id"].as_str().unwrap_or(""));
+                out!("{}", v["id"].as_str().unwrap_or(""));
             })
         }
         SilenceCommand::List { remote } => {
@@ -134,7 +134,7 @@ pub async fn run(command: SilenceCommand) -> ExitCode {
                                 .join(",")
                         })
                         .unwrap_or_default();
-                    println!(
+                    out!(
                         "{}  {:<8} {}  until {}  by {}  {}",
                         s["id"].as_str().unwrap_or(""),
                         s["state"].as_str().unwrap_or(""),
@@ -149,7 +149,7 @@ pub async fn run(command: SilenceCommand) -> ExitCode {
         SilenceCommand::Expire { id, remote } => {
             call(&remote, reqwest::Method::DELETE, &format!("/api/v1/silences/{id}"), None)
                 .await
-                .map(|_| println!("expired {id}"))
+                .map(|_| out!("expired {id}"))
         }
     };
     match result {
