@@ -323,6 +323,10 @@ impl Lifecycle {
                         destinations: None,
                     });
                 }
+                // The settling notice is this tick's word on it: its last notification is from
+                // before the flapping, so the repeat check below would owe a second one.
+                changed.push(alert.clone());
+                continue;
             }
             if alert.is_firing() && !alert.flapping {
                 let muted = state.muting.muted_by(&alert.fingerprint, &alert.kind, &alert.labels, now);

@@ -158,7 +158,7 @@ fn flapping_is_told_once_then_settles() {
     assert_eq!(dings, 4);
     assert!(tl.due(300).is_empty(), "still within the window");
     let settled = tl.due(60 + 600);
-    assert_eq!(settled.len(), 1);
+    assert_eq!(settled.len(), 1, "one settling notice, not a repeat beside it");
     assert_eq!(settled[0].notice, Notice::Fired, "settled while firing");
 }
 
@@ -309,4 +309,18 @@ fn a_firing_alert_whose_labels_change_is_told_again_and_its_title_alone_is_not()
     let changed = tl.send(180, body("b missing, c missing", "2 missing"));
     assert_eq!(changed.deliveries.len(), 1);
     assert_eq!(changed.deliveries[0].message.status, MessageStatus::Firing);
+}
+
+#[test]
+fn settling_after_flapping_is_one_notice_even_when_a_repeat_would_be_due() {
+    let tl = Timeline::new(
+        "[[routes]]\nkinds = [\"app.*\"]\nnotifier = \"team\"\ngroup_wait = \"0s\"\nrepeat_interval = \"1m\"\n",
+    );
+    for (i, status) in ["firing", "resolved", "firing", "resolved", "firing"].iter().enumerate() {
+        tl.send(i as i64 * 10, alert("app.flap", "a", status));
+    }
+    // Settled 10 minutes after the last change; the last notification is far past 1 minute.
+    let settled = tl.due(40 + 600);
+    assert_eq!(settled.len(), 1, "{:?}", settled.iter().map(|d| d.notice).collect::<Vec<_>>());
+    assert_eq!(settled[0].notice, Notice::Fired);
 }
