@@ -313,7 +313,6 @@ impl Lifecycle {
             if alert.flapping && alert.transitions.last().is_none_or(|t| *t + window <= now) {
                 alert.flapping = false;
                 alert.transitions.clear();
-                dirty = true;
                 if alert.is_firing() {
                     due.push(Due { fingerprint: alert.fingerprint.clone(), notice: Notice::Fired, destinations: None });
                 } else if alert.announced {
