@@ -64,7 +64,9 @@ fn base(entries: &[OutboxEntry], summary: &BatchSummary) -> Message {
         status: MessageStatus::Event,
         fields: Vec::new(),
         link: None,
-        channel: first.channel.clone(),
+        // A backlog may fold messages of routes naming different channels: then it names none
+        // rather than one of them for all.
+        channel: entries.iter().all(|e| e.message.channel == first.channel).then(|| first.channel.clone()).flatten(),
         group_key: first.group_key.clone(),
         group_labels: first.group_labels.clone(),
         truncated: summary.count.saturating_sub(events.len() as u64),
@@ -364,6 +366,19 @@ mod tests {
         assert_eq!(msg.title, "Digest: 120 events");
         assert!(msg.text.contains("• user.registered: 100") && msg.text.contains("• alice: 7"));
         assert_eq!(msg.fields.len(), 2);
+    }
+
+    #[test]
+    fn a_backlog_over_several_channels_names_none_of_them() {
+        let in_channel = |id: i64, channel: &str| {
+            let mut e = entry(id, json!({"kind": "lab.f", "title": format!("t{id}")}), MessageStatus::Event);
+            e.message.channel = Some(channel.to_string());
+            e
+        };
+        let same = fold(Fold::Backlog, &[in_channel(1, "#all"), in_channel(2, "#all")], &summary(2, &[("lab.f", 2)]));
+        assert_eq!(same.unwrap().channel.as_deref(), Some("#all"));
+        let mixed = fold(Fold::Backlog, &[in_channel(1, "#all"), in_channel(2, "#a")], &summary(2, &[("lab.f", 2)]));
+        assert_eq!(mixed.unwrap().channel, None);
     }
 
     #[test]
