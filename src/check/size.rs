@@ -54,13 +54,18 @@ pub struct FamilyComparison {
     pub previous: Vec<(String, f64)>,
 }
 
-/// Groups names that differ only by a date; families need two members or more. Previous
-/// days older than `window_days` before the newest are ignored.
-pub fn families(values: &[(String, f64)], window_days: i64) -> Vec<FamilyComparison> {
+/// Groups names that differ only by a date; families need two members or more. As of `today`
+/// (the run's date in the check's time zone): days after it are not there yet (a run `--at` a
+/// past instant), a family whose newest day is older than `window_days` is no longer written
+/// and not judged, and previous days older than `window_days` before the newest are ignored.
+/// One day of slack past `today`: an index dated in UTC can be a day ahead of the zone.
+pub fn families(values: &[(String, f64)], window_days: i64, today: NaiveDate) -> Vec<FamilyComparison> {
     let mut groups: BTreeMap<String, Vec<(NaiveDate, &str, f64)>> = BTreeMap::new();
     for (name, v) in values {
         if let Some((family, day)) = daily_family(name) {
-            groups.entry(family).or_default().push((day, name, *v));
+            if (day - today).num_days() <= 1 {
+                groups.entry(family).or_default().push((day, name, *v));
+            }
         }
     }
     let mut out = Vec::new();
@@ -70,6 +75,9 @@ pub fn families(values: &[(String, f64)], window_days: i64) -> Vec<FamilyCompari
         }
         members.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)));
         let (newest_day, newest, newest_value) = *members.last().expect("two members");
+        if (today - newest_day).num_days() > window_days {
+            continue;
+        }
         let previous = members[..members.len() - 1]
             .iter()
             .filter(|(d, _, _)| *d < newest_day && (newest_day - *d).num_days() <= window_days)
@@ -191,7 +199,9 @@ pub(crate) async fn evaluate(check: &SizeCheck, ctx: &ClusterCtx<'_>, opts: &Run
 
     let window_days = (check.baseline.get().as_secs() / 86400).max(1) as i64;
     let values: Vec<(String, f64)> = samples.iter().map(|s| (s.index.clone(), value(s))).collect();
-    let fams = families(&values, window_days);
+    let tz = super::schedule::parse_tz(&check.timezone).unwrap_or(chrono_tz::UTC);
+    let today = opts.at.with_timezone(&tz).date_naive();
+    let fams = families(&values, window_days, today);
     let in_family: std::collections::HashSet<&str> = values
         .iter()
         .filter(|(n, _)| daily_family(n).is_some_and(|(f, _)| fams.iter().any(|c| c.family == f)))
@@ -291,7 +301,8 @@ mod tests {
             ("users".into(), 1.0),
             ("solo-2026.11.21".into(), 1.0),
         ];
-        let f = families(&v, 30);
+        let day = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let f = families(&v, 30, day("2026-11-21"));
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].newest, "logs-2026.11.21");
         assert_eq!(f[0].previous.len(), 3, "the September index is outside the window");
@@ -299,6 +310,14 @@ mod tests {
         assert!(
             matches!(verdict(f[0].newest_value, mean, 3, 3, 20.0), Verdict::Grew { change_percent } if change_percent == 200.0)
         );
+        // As of the 18th (a run --at then): the 20th and 21st are not there yet (the 19th is a
+        // day ahead, within the slack).
+        let f = families(&v, 30, day("2026-11-18"));
+        assert_eq!((f[0].newest.as_str(), f[0].previous.len()), ("logs-2026.11.19", 1));
+        // A day ahead is still today somewhere (an index dated in UTC, a check in New York).
+        assert_eq!(families(&v, 30, day("2026-11-20"))[0].newest, "logs-2026.11.21");
+        // Seven months on, the family is no longer written: nothing to judge.
+        assert!(families(&v, 30, day("2027-06-01")).is_empty());
     }
 
     #[test]
