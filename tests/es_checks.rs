@@ -132,17 +132,22 @@ fn closed_and_red_indices_aliases_and_data_streams() {
     fake.add_alias("employees_index", "employees_v2");
     fake.add_data_stream("logs-app");
     fake.add_index("app-1", 1, 1);
+    fake.add_index("archive-2019", 1, 1);
+    fake.close_index("archive-2019");
     let env = setup(
         &cluster("es7", &fake, ""),
         &indices_check(
             "idx",
             "\"es7\"",
-            "\"accounts_index\", \"payments\", \"employees_index\", \"logs-app\", \"app-*\", \"gone-*\"",
+            "\"accounts_index\", \"payments\", \"employees_index\", \"logs-app\", \"app-*\", \"gone-*\", \"archive-*\"",
             "",
         ),
     );
     let (code, out, _) = run(&env, "idx", &[]);
     assert_eq!(code, 1, "{out}");
+    // A pattern whose only match is closed counts with the closed ones, not the missing.
+    assert!(out.contains("1 expected index(es) missing and 3 closed or red on es7"), "{out}");
+    assert!(out.contains("archive-*: matches only 1 closed index(es)"), "{out}");
     assert!(out.contains("accounts_index: exists but is closed"), "{out}");
     assert!(out.contains("payments: exists but is red"), "{out}");
     assert!(out.contains("gone-*: no index matches"), "{out}");

@@ -170,7 +170,7 @@ pub fn parse_silence(body: &Value, author: &str, now: DateTime<Utc>) -> Result<S
         starts_at,
         ends_at,
         comment: field_str(body, "comment")?.unwrap_or("").to_string(),
-        created_by: field_str(body, "created_by")?.unwrap_or(author).to_string(),
+        created_by: field_str(body, "created_by")?.filter(|by| !by.trim().is_empty()).unwrap_or(author).to_string(),
         created_at: now,
     })
 }
@@ -254,6 +254,8 @@ mod tests {
                 .unwrap();
         assert_eq!(ok.ends_at - ok.starts_at, chrono::Duration::hours(2));
         assert_eq!(ok.created_by, "ops");
+        let blank = parse_silence(&json!({"matchers": {"kind": "a"}, "duration": "1h", "created_by": " "}), "ops", now);
+        assert_eq!(blank.unwrap().created_by, "ops", "a blank author is the key's name");
         let field = |body: Value| parse_silence(&body, "k", now).unwrap_err().field.unwrap();
         assert_eq!(field(json!({"duration": "1h"})), "matchers");
         assert_eq!(field(json!({"matchers": {}, "duration": "1h"})), "matchers");

@@ -25,7 +25,11 @@ impl Schedule {
             ));
         }
         let cron =
-            Cron::new(expr).with_seconds_optional().parse().map_err(|e| format!("invalid cron {expr:?}: {e}"))?;
+            Cron::new(expr).with_seconds_optional().parse().map_err(|e| {
+                format!(
+                    "invalid cron {expr:?}: {e} (fields: [second 0-59] minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-7)"
+                )
+            })?;
         Ok(Schedule { cron, tz })
     }
 
