@@ -53,20 +53,24 @@ impl Signer {
         }
     }
 
-    async fn provider(&self) -> SharedCredentialsProvider {
-        let mut guard = self.provider.lock().await;
-        if let Some(p) = guard.as_ref() {
-            return p.clone();
-        }
+    fn provider_config(&self) -> aws_config::provider_config::ProviderConfig {
         // Our own rustls+ring HTTP client for IMDS/ECS/STS keeps aws-lc out of the build.
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
-        let conf = aws_config::provider_config::ProviderConfig::default()
+        aws_config::provider_config::ProviderConfig::default()
             .with_http_client(http)
-            .with_region(Some(aws_config::Region::new(self.region.clone())));
+            .with_region(Some(aws_config::Region::new(self.region.clone())))
+    }
+
+    async fn provider(&self) -> SharedCredentialsProvider {
+        let mut guard = self.provider.lock().await;
+        if let Some(p) = guard.as_ref() {
+            return p.clone();
+        }
+        let conf = self.provider_config();
         let mut builder = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
             .configure(conf)
             .region(aws_config::Region::new(self.region.clone()));
@@ -87,9 +91,38 @@ impl Signer {
             }
         }
         let provider = self.provider().await;
-        let creds = provider.provide_credentials().await.map_err(|e| SigningError::Credentials(error_chain(&e)))?;
+        let creds = match provider.provide_credentials().await {
+            Ok(creds) => creds,
+            Err(e) => {
+                let chain = error_chain(&e);
+                return Err(SigningError::Credentials(self.explain(chain).await));
+            }
+        };
         *cached = Some(creds.clone());
         Ok(creds)
+    }
+
+    /// The chain's error names every provider it tried; when the config named a profile, the
+    /// profile's own reason (not defined, no keys in it) is what the user needs first.
+    async fn explain(&self, chain: String) -> String {
+        let Some(profile) = &self.profile else { return chain };
+        let alone = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .configure(&self.provider_config())
+            .profile_name(profile)
+            .build();
+        match alone.provide_credentials().await {
+            Err(e) => {
+                let reason = error_chain(&e);
+                // The provider's bare wording when the profile exists but holds nothing it can use.
+                let hint = if std::error::Error::source(&e).is_none() {
+                    ": it has no aws_access_key_id, role_arn, sso_session or credential_process"
+                } else {
+                    ""
+                };
+                format!("profile `{profile}`: {reason}{hint}")
+            }
+            Ok(_) => chain,
+        }
     }
 
     /// The headers to add to a request: `authorization`, `x-amz-date`,

@@ -371,6 +371,9 @@ impl Lifecycle {
                 changed.push(alert.clone());
             }
         }
+        // The tick's order is the order a grouped message lists them in: oldest first, and
+        // the same after a restart, which the map's order is not.
+        due.sort_by_cached_key(|d| (state.alerts.get(&d.fingerprint).map(|a| a.started_at), d.fingerprint.clone()));
         // Quiet resolved alerts and idle groups need no memory.
         state.alerts.retain(|_, a| a.is_firing() || a.flapping || a.updated_at + window > now);
         state.grouper.evict(now, Duration::from_secs(24 * 3600));

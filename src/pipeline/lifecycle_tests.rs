@@ -100,6 +100,25 @@ fn repeats_while_firing() {
 }
 
 #[test]
+fn repeats_come_oldest_first_whatever_the_maps_order() {
+    let tl = Timeline::new("");
+    let clusters: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+    // Fired in reverse name order, so neither names nor insertion order give the answer.
+    for (i, cluster) in clusters.iter().rev().enumerate() {
+        tl.send(i as i64, alert("svc.down", cluster, "firing"));
+    }
+    let due = tl.due(5 * 3600);
+    assert_eq!(due.len(), 40);
+    let expected: Vec<String> = clusters.iter().rev().map(|c| fingerprint_of(&tl, c)).collect();
+    let got: Vec<String> = due.iter().map(|d| d.fingerprint.clone()).collect();
+    assert_eq!(got, expected, "oldest firing first");
+}
+
+fn fingerprint_of(tl: &Timeline, cluster: &str) -> String {
+    parse_event(&alert("svc.down", cluster, "firing"), "", "t", tl.at(0)).unwrap().fingerprint
+}
+
+#[test]
 fn silence_mutes_then_releases() {
     let tl = Timeline::new("");
     let silence = Silence {
