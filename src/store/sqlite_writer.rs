@@ -445,7 +445,13 @@ fn finish_batch(tx: &Transaction<'_>, set: &str, mut values: Vec<SqlValue>, batc
 }
 
 fn insert_events(tx: &Transaction<'_>, events: &[&NewEvent]) -> Result<(), StoreError> {
-    let next: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| r.get(0))?;
+    // Never below what the search index has seen: once retention has emptied the table, MAX
+    // alone would hand out seqs the indexer counts as done, and new events would not be found.
+    let next: i64 = tx.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), (SELECT last_seq FROM fts_progress WHERE id = 1)) + 1",
+        [],
+        |r| r.get(0),
+    )?;
     let now = micros(Utc::now());
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (seq, id, ts, received_at, kind, severity, user, fingerprint, source, body) \

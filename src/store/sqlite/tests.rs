@@ -184,6 +184,31 @@ async fn prune_removes_old_events_and_their_search_entries() {
 }
 
 #[tokio::test]
+async fn events_after_retention_emptied_the_store_are_searchable() {
+    let (_dir, store) = store().await;
+    let at = |s: &str| -> DateTime<Utc> { s.parse().unwrap() };
+    let old: Vec<NewEvent> = ["alpha", "bravo", "charlie"]
+        .iter()
+        .map(|t| NewEvent::plain(parse_event(&json!({"kind": "a", "title": t}), "", "t", at("2026-01-01T00:00:00Z")).unwrap(), vec![]))
+        .collect();
+    store.insert_events(old).await.unwrap();
+    let search = |q: &str| EventQuery { limit: 10, q: Some(q.into()), ..Default::default() };
+    assert_eq!(store.search_events(&search("bravo")).await.unwrap().items.len(), 1, "indexed");
+    assert_eq!(store.prune(at("2026-06-01T00:00:00Z")).await.unwrap().events, 3);
+
+    for title in ["delta", "echo", "foxtrot", "golf"] {
+        let e = parse_event(&json!({"kind": "a", "title": title}), "", "t", at("2026-11-21T00:00:00Z")).unwrap();
+        store.insert_events(vec![NewEvent::plain(e, vec![])]).await.unwrap();
+    }
+    for title in ["delta", "echo", "foxtrot", "golf"] {
+        let hits = store.search_events(&search(title)).await.unwrap();
+        assert_eq!(hits.items.len(), 1, "{title} is found");
+        assert_eq!(hits.items[0].title.as_deref(), Some(title));
+    }
+    assert!(store.search_events(&search("bravo")).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
 async fn a_text_search_that_cannot_wait_for_the_index_says_what_it_could_not_see() {
     let (_dir, mut store) = store().await;
     let n = 900;
