@@ -53,6 +53,19 @@ pub struct Due {
     pub destinations: Option<Vec<String>>,
 }
 
+/// The event as its alert stands (severity and labels kept from the firing), for routing
+/// what is said about the alert rather than about this one post.
+fn as_alert(event: &Event, alert: &Alert) -> Event {
+    Event { severity: alert.severity, labels: alert.labels.to_map(), ..event.clone() }
+}
+
+/// A resolution goes only where the firing was told.
+fn told_only(deliveries: &mut Vec<NewDelivery>, alert: &Alert) {
+    if !alert.notified.is_empty() {
+        deliveries.retain(|d| alert.notified.get(&d.destination).is_some());
+    }
+}
+
 fn chrono_of(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -105,8 +118,15 @@ impl State {
             acknowledged_by: None,
         });
         alert.kind = event.kind.clone();
-        alert.severity = event.severity;
-        alert.labels = (&event.labels).into();
+        // A resolve speaks of the alert as it fired: senders often post just the fingerprint
+        // and status, and its default severity (info) or missing labels are not news.
+        let resolving = status == AlertStatus::Resolved && previous.is_some();
+        if !resolving {
+            alert.severity = event.severity;
+        }
+        if !resolving || !event.labels.is_empty() {
+            alert.labels = (&event.labels).into();
+        }
         alert.title = event.title.clone().or(alert.title);
         alert.last_event_id = event.id;
         alert.updated_at = now;
@@ -230,10 +250,13 @@ impl State {
                     }
                 }
             }
-            // A resolve that was announced is owed, even when muted since.
+            // A resolve that was announced is owed, even when muted since, to whoever heard
+            // of the firing: routed as the alert is, not as the resolve was posted.
             Notice::Resolved => {
                 alert.muted_by = None;
-                self.deliveries(pipeline, &event, notice, now)
+                let mut out = self.deliveries(pipeline, &as_alert(&event, &alert), notice, now);
+                told_only(&mut out, &alert);
+                out
             }
         };
         Self::announced(&mut alert, notice, &deliveries, now);
@@ -394,9 +417,13 @@ impl Lifecycle {
         for (d, mut event) in due {
             let Some(alert) = state.alerts.get(&d.fingerprint).cloned() else { continue };
             event.status = Some(alert.status);
+            let event = as_alert(&event, &alert);
             let mut out = state.deliveries(pipeline, &event, d.notice, now);
             if let Some(only) = &d.destinations {
                 out.retain(|x| only.contains(&x.destination));
+            }
+            if d.notice == Notice::Resolved {
+                told_only(&mut out, &alert);
             }
             let mut alert = alert;
             State::announced(&mut alert, d.notice, &out, now);

@@ -343,3 +343,38 @@ fn settling_after_flapping_is_one_notice_even_when_a_repeat_would_be_due() {
     assert_eq!(settled.len(), 1, "{:?}", settled.iter().map(|d| d.notice).collect::<Vec<_>>());
     assert_eq!(settled[0].notice, Notice::Fired);
 }
+
+#[test]
+fn a_bare_resolve_reaches_the_route_that_heard_the_firing() {
+    let tl = Timeline::new(
+        "[notifiers.prod]\ntype = \"console\"\n[[routes]]\nkinds = [\"app.*\"]\nmin_severity = \"warning\"\nlabels = { env = \"prod\" }\nnotifier = \"prod\"\ngroup_wait = \"0s\"\ngroup_interval = \"1m\"\n",
+    );
+    let fired = tl.send(
+        0,
+        json!({"kind": "app.disk", "severity": "error", "fingerprint": "disk-h1", "labels": {"env": "prod", "host": "h1"}, "status": "firing", "title": "disk full"}),
+    );
+    assert_eq!(fired.deliveries.len(), 1);
+    assert_eq!(fired.deliveries[0].destination, "prod");
+
+    // No severity (so info) and no labels: still the alert the prod route was told about.
+    let resolved = tl.send(120, json!({"kind": "app.disk", "fingerprint": "disk-h1", "status": "resolved"}));
+    assert_eq!(resolved.deliveries.len(), 1, "{:?}", resolved.deliveries);
+    assert_eq!(resolved.deliveries[0].destination, "prod");
+    assert_eq!(resolved.deliveries[0].message.status, MessageStatus::Resolved);
+    let alert = resolved.alert.unwrap();
+    assert_eq!(alert.severity, crate::event::Severity::Error, "a resolve does not rewrite the severity");
+    assert_eq!(alert.labels.get("host").map(String::as_str), Some("h1"), "nor drop the labels");
+}
+
+#[test]
+fn a_resolution_goes_only_where_the_firing_was_told() {
+    let tl = Timeline::new(
+        "[notifiers.pager]\ntype = \"console\"\n[[routes]]\nkinds = [\"app.*\"]\nmin_severity = \"critical\"\nnotifier = \"pager\"\ngroup_wait = \"0s\"\n",
+    );
+    // Fired as an error: the pager route (critical and up) never heard of it.
+    tl.send(0, json!({"kind": "app.db", "severity": "error", "fingerprint": "db", "status": "firing", "title": "db slow"}));
+    // A resolve posted as critical must not page about something the pager was never told.
+    let resolved =
+        tl.send(120, json!({"kind": "app.db", "severity": "critical", "fingerprint": "db", "status": "resolved"}));
+    assert!(resolved.deliveries.iter().all(|d| d.destination != "pager"), "{:?}", resolved.deliveries);
+}
