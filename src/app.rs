@@ -315,7 +315,9 @@ async fn prune_loop(store: DynStore, retention: Shared<Retention>, shutdown: Can
     loop {
         let keep = *retention.current();
         let now = chrono::Utc::now();
-        let before = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(90));
+        let before = |d: Duration| {
+            chrono::Duration::from_std(d).ok().and_then(|d| now.checked_sub_signed(d)).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+        };
         match store.prune(before(keep.rows)).await {
             Ok(pruned) if pruned.is_empty() => {}
             Ok(pruned) => tracing::info!(

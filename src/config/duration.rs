@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// The longest duration a config may give.
+const MAX: Duration = Duration::from_secs(100 * 366 * 86400);
+
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Dur(pub Duration);
 
@@ -18,9 +21,13 @@ impl Dur {
     }
 
     pub fn parse(s: &str) -> Result<Dur, String> {
-        humantime::parse_duration(s.trim())
-            .map(Dur)
-            .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"4h\", \"30d\""))
+        let d = humantime::parse_duration(s.trim())
+            .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"4h\", \"30d\""))?;
+        // Every duration is added to a date somewhere; past this, the date overflows.
+        if d > MAX {
+            return Err(format!("{s:?} is longer than 100 years"));
+        }
+        Ok(Dur(d))
     }
 }
 
@@ -54,5 +61,8 @@ mod tests {
         assert_eq!(Dur::parse("4h").unwrap().get(), Duration::from_secs(4 * 3600));
         assert_eq!(Dur::parse("30d").unwrap().get(), Duration::from_secs(30 * 86400));
         assert!(Dur::parse("soon").is_err());
+        assert_eq!(Dur::parse("100y").unwrap().get(), humantime::parse_duration("100y").unwrap());
+        assert_eq!(Dur::parse("300000y").unwrap_err(), "\"300000y\" is longer than 100 years");
+        assert!(Dur::parse("99999999999d").is_err());
     }
 }

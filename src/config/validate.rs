@@ -105,6 +105,9 @@ pub fn path_prefixes(path: &str) -> Vec<&str> {
 
 fn validate_server(config: &Config) -> Vec<(String, String)> {
     let mut errors = Vec::new();
+    if let Err(e) = crate::telemetry::log_filter(&config.log.level) {
+        errors.push(("log.level".into(), e));
+    }
     if config.server.max_body_bytes == 0 {
         errors.push(("server.max_body_bytes".into(), "must be greater than 0".into()));
     }
