@@ -316,7 +316,10 @@ async fn prune_loop(store: DynStore, retention: Shared<Retention>, shutdown: Can
         let keep = *retention.current();
         let now = chrono::Utc::now();
         let before = |d: Duration| {
-            chrono::Duration::from_std(d).ok().and_then(|d| now.checked_sub_signed(d)).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
         };
         match store.prune(before(keep.rows)).await {
             Ok(pruned) if pruned.is_empty() => {}

@@ -391,12 +391,14 @@ fn sigv4_with_session_token() {
 fn a_named_aws_profile_that_cannot_sign_says_why() {
     let fake = FakeEs::start_blocking(Flavor::OpenSearch2);
     fake.add_index("users_index", 1, 1);
-    let auth = |profile: &str| format!("auth = {{ type = \"aws_sigv4\", region = \"us-east-1\", profile = \"{profile}\" }}");
+    let auth =
+        |profile: &str| format!("auth = {{ type = \"aws_sigv4\", region = \"us-east-1\", profile = \"{profile}\" }}");
     for (profile, reason) in [
         ("nope", "profile `nope` was not defined"),
         ("empty", "it has no aws_access_key_id, role_arn, sso_session or credential_process"),
     ] {
-        let env = setup(&cluster("aws", &fake, &auth(profile)), &indices_check("idx", "\"aws\"", "\"users_index\"", ""));
+        let env =
+            setup(&cluster("aws", &fake, &auth(profile)), &indices_check("idx", "\"aws\"", "\"users_index\"", ""));
         std::fs::write(env.dir.path().join("aws-config"), "[profile empty]\nregion = us-east-1\n").unwrap();
         let (code, out, _) = tocsin(&env, &["check", "run", "idx"], &[]);
         assert_eq!(code, 2, "{out}");

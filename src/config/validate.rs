@@ -159,9 +159,8 @@ fn validate_delivery(config: &Config) -> Vec<(String, String)> {
 
 fn check_template(errors: &mut Vec<(String, String)>, path: String, source: Option<&str>) {
     let Some(source) = source else { return };
-    let env = minijinja::Environment::new();
-    if let Err(e) = env.template_from_str(source) {
-        errors.push((path, format!("invalid template: {e}")));
+    if let Err(e) = crate::pipeline::check_template(source) {
+        errors.push((path, e));
     }
 }
 

@@ -372,7 +372,10 @@ fn a_resolution_goes_only_where_the_firing_was_told() {
         "[notifiers.pager]\ntype = \"console\"\n[[routes]]\nkinds = [\"app.*\"]\nmin_severity = \"critical\"\nnotifier = \"pager\"\ngroup_wait = \"0s\"\n",
     );
     // Fired as an error: the pager route (critical and up) never heard of it.
-    tl.send(0, json!({"kind": "app.db", "severity": "error", "fingerprint": "db", "status": "firing", "title": "db slow"}));
+    tl.send(
+        0,
+        json!({"kind": "app.db", "severity": "error", "fingerprint": "db", "status": "firing", "title": "db slow"}),
+    );
     // A resolve posted as critical must not page about something the pager was never told.
     let resolved =
         tl.send(120, json!({"kind": "app.db", "severity": "critical", "fingerprint": "db", "status": "resolved"}));

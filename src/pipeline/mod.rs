@@ -9,6 +9,7 @@ mod group;
 mod lifecycle;
 pub mod mute;
 mod render;
+pub use render::check_template;
 mod route;
 
 pub use group::{next_period_boundary, Grouper};

@@ -2,8 +2,8 @@
 //!
 //! Templates see the event's fields at the top level (`kind`, `title`, `text`, `user`,
 //! `labels`, `fields`, `severity`, `source`, `timestamp`) and the whole event as `event`.
-//! A value the event does not have (`{{ user }}` of an anonymous event) renders as nothing,
-//! not as `none`. A template that fails at render time falls back to the next one in the
+//! A value the event does not have (`{{ user }}` of an anonymous event, `{{ labels.env }}`
+//! without that label) is undefined: it renders as nothing and takes `default(…)`. A template that fails at render time falls back to the next one in the
 //! precedence (route, type, global, built-in), so a typo in a template never loses an event.
 
 use minijinja::{Environment, UndefinedBehavior};
@@ -24,21 +24,103 @@ pub struct TemplateError {
     pub source: minijinja::Error,
 }
 
+/// The names a template sees besides minijinja's own globals.
+pub const CONTEXT_NAMES: &[&str] = &[
+    "event",
+    "kind",
+    "severity",
+    "title",
+    "text",
+    "user",
+    "labels",
+    "fields",
+    "source",
+    "link",
+    "fingerprint",
+    "timestamp",
+];
+
 pub struct Renderer {
     env: Environment<'static>,
 }
 
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    // `{{ event.labels.env }}` of an event without labels is nothing, not an error that would
+    // drop the whole template.
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_formatter(|out, state, value| {
+        if value.is_none() {
+            return Ok(());
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
+    env
+}
+
+/// What a template sees. Absent values are left out rather than `none`, so they are
+/// undefined: `{{ user | default('anon') }}` works and `{{ text | upper }}` is empty.
+fn context(event: &Event) -> minijinja::Value {
+    use minijinja::Value;
+    let mut ctx: Vec<(&str, Value)> = vec![
+        ("event", Value::from_serialize(event)),
+        ("kind", Value::from(event.kind.as_str())),
+        ("severity", Value::from(event.severity.as_str())),
+        ("labels", Value::from_serialize(&event.labels)),
+        ("fields", Value::from_serialize(&event.fields)),
+        ("source", Value::from(event.source.as_str())),
+        ("fingerprint", Value::from(event.fingerprint.as_str())),
+        ("timestamp", Value::from(event.timestamp.to_rfc3339())),
+    ];
+    for (name, value) in [("title", &event.title), ("text", &event.text), ("user", &event.user), ("link", &event.link)]
+    {
+        if let Some(v) = value {
+            ctx.push((name, Value::from(v.as_str())));
+        }
+    }
+    ctx.into_iter().collect()
+}
+
+/// Checks a template as `config check` should: syntax, names it does not know (a typo such as
+/// `{{ tittle }}` would render as nothing), and filters, tests or functions that do not exist
+/// (minijinja only finds those when rendering). `Err` is the message for the config key.
+pub fn check_template(source: &str) -> Result<(), String> {
+    let env = environment();
+    let template = env.template_from_str(source).map_err(|e| format!("invalid template: {e}"))?;
+    let globals: Vec<&str> = env.globals().map(|(name, _)| name).collect();
+    let mut unknown: Vec<String> = template
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|v| !CONTEXT_NAMES.contains(&v.as_str()) && !globals.contains(&v.as_str()))
+        .collect();
+    unknown.sort();
+    if let Some(name) = unknown.first() {
+        return Err(format!("unknown variable `{name}`; templates see {}", CONTEXT_NAMES.join(", ")));
+    }
+    let sample = serde_json::json!({
+        "kind": "sample.kind", "severity": "error", "title": "t", "text": "x", "user": "u@example.com",
+        "labels": {"env": "prod"}, "fields": {"n": 1}, "link": "https://example.com", "status": "firing",
+    });
+    let event = crate::event::parse_event(&sample, "", "check", chrono::Utc::now()).expect("the sample event is valid");
+    match template.render(context(&event)) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                minijinja::ErrorKind::UnknownFilter
+                    | minijinja::ErrorKind::UnknownTest
+                    | minijinja::ErrorKind::UnknownFunction
+                    | minijinja::ErrorKind::UnknownMethod
+            ) =>
+        {
+            Err(format!("invalid template: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Renderer {
     pub fn new(templates: &TemplatesConfig) -> Result<Renderer, TemplateError> {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        env.set_formatter(|out, state, value| {
-            if value.is_none() {
-                return Ok(());
-            }
-            minijinja::escape_formatter(out, state, value)
-        });
-        let mut renderer = Renderer { env };
+        let mut renderer = Renderer { env: environment() };
         renderer.add("default.title", DEFAULT_TITLE.to_string(), "templates.title")?;
         renderer.add("default.text", DEFAULT_TEXT.to_string(), "templates.text")?;
         if let Some(t) = &templates.title {
@@ -91,20 +173,7 @@ impl Renderer {
 
     /// `group_key` is the route's grouping of this event, decided by the caller.
     pub fn render(&self, route: &CompiledRoute, event: &Event, group_key: String) -> Message {
-        let ctx = minijinja::context! {
-            event => minijinja::Value::from_serialize(event),
-            kind => &event.kind,
-            severity => event.severity.as_str(),
-            title => &event.title,
-            text => &event.text,
-            user => &event.user,
-            labels => &event.labels,
-            fields => &event.fields,
-            source => &event.source,
-            link => &event.link,
-            fingerprint => &event.fingerprint,
-            timestamp => event.timestamp.to_rfc3339(),
-        };
+        let ctx = context(event);
         let title = self.render_part(route, "title", &ctx);
         let text = self.render_part(route, "text", &ctx);
 
@@ -200,6 +269,36 @@ mod tests {
         let msg = renderer.render(&route, &event, route.group_key(&event));
         assert_eq!(msg.title, "New user: ");
         assert_eq!(msg.text, "user: ||");
+    }
+
+    #[test]
+    fn absent_values_are_undefined_so_filters_and_defaults_work() {
+        let templates = TemplatesConfig {
+            title: Some("{{ user | default('anon') }} {{ event.labels.env }}{{ labels.env.deeper }}".into()),
+            text: Some("[{{ text | upper }}]".into()),
+            ..Default::default()
+        };
+        let renderer = Renderer::new(&templates).unwrap();
+        let route = CompiledRoute::new("routes[0]".into(), &route_config(None)).unwrap();
+        let event = parse_event(&json!({"kind": "user.anon"}), "", "s", chrono::Utc::now()).unwrap();
+        let msg = renderer.render(&route, &event, route.group_key(&event));
+        assert_eq!(msg.title, "anon ", "the user's template is kept, not replaced by the default");
+        assert_eq!(msg.text, "[]");
+    }
+
+    #[test]
+    fn config_check_finds_typos_and_unknown_filters() {
+        assert_eq!(
+            check_template("{{ title }} by {{ user | default('x') }} {% set n = 1 %}{{ n }}{{ range(2) }}"),
+            Ok(())
+        );
+        assert_eq!(check_template("{% for k, v in labels | items %}{{ k }}{% endfor %}"), Ok(()));
+        let typo = check_template("{{ tittle }}").unwrap_err();
+        assert!(typo.starts_with("unknown variable `tittle`; templates see event, kind"), "{typo}");
+        let filter = check_template("{{ title | nofilter }}").unwrap_err();
+        assert!(filter.contains("nofilter"), "{filter}");
+        assert!(check_template("{{ title is nosuchtest }}").is_err());
+        assert!(check_template("{{ title ").unwrap_err().starts_with("invalid template:"));
     }
 
     #[test]

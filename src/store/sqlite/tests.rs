@@ -189,7 +189,12 @@ async fn events_after_retention_emptied_the_store_are_searchable() {
     let at = |s: &str| -> DateTime<Utc> { s.parse().unwrap() };
     let old: Vec<NewEvent> = ["alpha", "bravo", "charlie"]
         .iter()
-        .map(|t| NewEvent::plain(parse_event(&json!({"kind": "a", "title": t}), "", "t", at("2026-01-01T00:00:00Z")).unwrap(), vec![]))
+        .map(|t| {
+            NewEvent::plain(
+                parse_event(&json!({"kind": "a", "title": t}), "", "t", at("2026-01-01T00:00:00Z")).unwrap(),
+                vec![],
+            )
+        })
         .collect();
     store.insert_events(old).await.unwrap();
     let search = |q: &str| EventQuery { limit: 10, q: Some(q.into()), ..Default::default() };
