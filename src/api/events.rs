@@ -110,7 +110,13 @@ fn events_with_room<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
 /// [`parse_body`] reads it again and names the exact problem. Returns whether it was a batch.
 fn parse_typed(bytes: &[u8], source: &str, now: DateTime<Utc>) -> Option<(Parsed, bool)> {
     // A single event fails this at its first key, so trying the batch shape first is cheap.
-    if let Ok(batch) = serde_json::from_slice::<WireBatch>(bytes) {
+    let batch = serde_json::from_slice::<WireBatch>(bytes);
+    if let Err(e) = &batch {
+        if let Some(twice) = key_twice(e) {
+            return Some((Err(vec![twice]), true));
+        }
+    }
+    if let Ok(batch) = batch {
         let events = check_batch_size(batch.events.len()).and_then(|()| {
             collect_valid(
                 batch
@@ -122,8 +128,19 @@ fn parse_typed(bytes: &[u8], source: &str, now: DateTime<Utc>) -> Option<(Parsed
         });
         return Some((events, true));
     }
-    let wire = serde_json::from_slice::<WireEvent>(bytes).ok()?;
+    let wire = match serde_json::from_slice::<WireEvent>(bytes) {
+        Ok(wire) => wire,
+        Err(e) => return key_twice(&e).map(|twice| (Err(vec![twice]), false)),
+    };
     Some((crate::event::validate_all(wire, "", source, now).map(|e| vec![e]), false))
+}
+
+/// A key given twice: read as a tree the last one would silently win (and a batch given
+/// twice would drop the first), so it is refused, as unknown keys are.
+fn key_twice(e: &serde_json::Error) -> Option<FieldError> {
+    let text = e.to_string();
+    text.starts_with("duplicate field")
+        .then(|| FieldError { field: "body".into(), message: format!("a key is given twice: {text}") })
 }
 
 fn check_batch_size(n: usize) -> Result<(), Vec<FieldError>> {

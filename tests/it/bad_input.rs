@@ -72,6 +72,19 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
             "invalid_event",
             "events[1].labels.x",
         ),
+        ("a key twice", r#"{"kind": "a", "kind": "b"}"#.into(), "invalid_event", "body"),
+        (
+            "events twice",
+            r#"{"events": [{"kind": "a"}, {"kind": "a", "link": "x"}], "events": [{"kind": "a"}]}"#.into(),
+            "invalid_event",
+            "body",
+        ),
+        (
+            "a key twice in a batch",
+            r#"{"events": [{"kind": "a", "title": "x", "title": "y"}]}"#.into(),
+            "invalid_event",
+            "body",
+        ),
     ];
     for (what, body, code, field) in &cases {
         let (status, json, text) = d.post_raw(Some(KEY_RW), body.clone()).await;
