@@ -571,6 +571,13 @@ impl Cx {
                 if !secret.is_empty() && (secret.len() >= 3 || is_within(&problem.path, path)) {
                     message = message.replace(secret.as_str(), "<redacted>");
                 }
+                // A message about the value itself may quote a part of it (the directory of a
+                // database path, the host of a URL): those parts go too.
+                if is_within(&problem.path, path) {
+                    for part in secret.split(['/', ':', '@', '?', '&', '=', ' ']).filter(|p| p.len() >= 3) {
+                        message = message.replace(part, "<redacted>");
+                    }
+                }
             }
         }
         message
@@ -632,7 +639,11 @@ mod tests {
     use super::*;
 
     fn env(name: &str) -> Option<String> {
-        (name == "HOOK").then(|| "https://hooks.example/T0/B0/topsecret".to_string())
+        match name {
+            "HOOK" => Some("https://hooks.example/T0/B0/topsecret".to_string()),
+            "DB_URL" => Some("sqlite:///no-such-dir-Pa55word/t.db".to_string()),
+            _ => None,
+        }
     }
 
     fn errors(text: &str) -> Vec<String> {
@@ -733,6 +744,14 @@ mod tests {
             assert!(!m.contains("topsecret"), "{m}");
         }
         assert!(e[0].starts_with("t.toml:2:10: server.listen"), "{e:?}");
+    }
+
+    #[test]
+    fn a_message_quoting_part_of_an_interpolated_value_hides_that_part() {
+        let e = errors("[store]\nurl = \"${env:DB_URL}\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.toml:2:7: store.url: the directory"), "{e:?}");
+        assert!(!e[0].contains("Pa55word"), "{e:?}");
     }
 
     #[test]
