@@ -48,7 +48,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     }
     let bytes = to_bytes(body, limit).await.map_err(|_| ("too_large", 1, ApiError::too_large(limit)))?;
     let now = Utc::now();
-    let (events, is_batch) = match parse_typed(&bytes, &caller.name, now) {
+    let (events, is_batch, posted) = match parse_typed(&bytes, &caller.name, now) {
         Some(parsed) => parsed,
         None => {
             let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -56,10 +56,12 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
                 ("invalid_json", 1, ApiError::bad_request("invalid_json", "body", message))
             })?;
             let is_batch = value.get("events").is_some();
-            (parse_body(value, &caller.name, now), is_batch)
+            let posted = value.get("events").and_then(Value::as_array).map_or(1, Vec::len);
+            (parse_body(value, &caller.name, now), is_batch, posted)
         }
     };
-    let events = events.map_err(|errs| ("invalid_event", 1, ApiError::invalid_events(errs)))?;
+    // A refused batch counts each of its events, as an accepted one does.
+    let events = events.map_err(|errs| ("invalid_event", posted.max(1) as u64, ApiError::invalid_events(errs)))?;
     if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| !caller.may_send(&e.kind)) {
         let field = if is_batch { format!("events[{i}].kind") } else { "kind".into() };
         let mut err =
@@ -107,16 +109,18 @@ fn events_with_room<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
 
 /// The fast path for well-typed bodies: serde straight into the events' fields, no `Value`
 /// tree. `None` when serde refuses the body (bad JSON, a wrong type, an unknown field): then
-/// [`parse_body`] reads it again and names the exact problem. Returns whether it was a batch.
-fn parse_typed(bytes: &[u8], source: &str, now: DateTime<Utc>) -> Option<(Parsed, bool)> {
+/// [`parse_body`] reads it again and names the exact problem. Returns whether it was a batch,
+/// and how many events it held.
+fn parse_typed(bytes: &[u8], source: &str, now: DateTime<Utc>) -> Option<(Parsed, bool, usize)> {
     // A single event fails this at its first key, so trying the batch shape first is cheap.
     let batch = serde_json::from_slice::<WireBatch>(bytes);
     if let Err(e) = &batch {
         if let Some(twice) = key_twice(e) {
-            return Some((Err(vec![twice]), true));
+            return Some((Err(vec![twice]), true, 1));
         }
     }
     if let Ok(batch) = batch {
+        let posted = batch.events.len();
         let events = check_batch_size(batch.events.len()).and_then(|()| {
             collect_valid(
                 batch
@@ -126,13 +130,13 @@ fn parse_typed(bytes: &[u8], source: &str, now: DateTime<Utc>) -> Option<(Parsed
                     .map(|(i, wire)| crate::event::validate_all(wire, &format!("events[{i}]."), source, now)),
             )
         });
-        return Some((events, true));
+        return Some((events, true, posted));
     }
     let wire = match serde_json::from_slice::<WireEvent>(bytes) {
         Ok(wire) => wire,
-        Err(e) => return key_twice(&e).map(|twice| (Err(vec![twice]), false)),
+        Err(e) => return key_twice(&e).map(|twice| (Err(vec![twice]), false, 1)),
     };
-    Some((crate::event::validate_all(wire, "", source, now).map(|e| vec![e]), false))
+    Some((crate::event::validate_all(wire, "", source, now).map(|e| vec![e]), false, 1))
 }
 
 /// A key given twice: read as a tree the last one would silently win (and a batch given

@@ -155,6 +155,13 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
     assert!(too_large >= 3.0, "{metrics}");
     let invalid = metric_value(&metrics, "tocsin_events_rejected_total{reason=\"invalid_event\"}").unwrap_or(0.0);
     assert!(invalid >= (cases.len() - 1) as f64, "{metrics}");
+
+    // A refused batch counts its events, as the accepted counter does.
+    let four = json!({"events": [{"kind": "a"}, {"kind": "a"}, {"kind": "a", "severity": "loud"}, {"kind": "a"}]});
+    let (status, _, text) = d.post_raw(Some(KEY_RW), four.to_string()).await;
+    assert_eq!(status, 400, "{text}");
+    let after = metric_value(&d.metrics().await, "tocsin_events_rejected_total{reason=\"invalid_event\"}").unwrap();
+    assert_eq!(after - invalid, 4.0);
 }
 
 /// POSTs `body` with `Transfer-Encoding: chunked` (no declared length) over a raw socket.
