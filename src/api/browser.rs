@@ -126,6 +126,7 @@ async fn handle(state: &AppState, req: Request, origin: Option<&str>) -> Result<
         .take(&format!("key:{}", caller.name), limits.key_rate_per_minute, limits.key_burst)
         .map_err(|s| (rate_limited(s, "with this key"), true))?;
 
+    ApiError::refuse_encoded(&parts.headers).map_err(|e| (e, true))?;
     let limit = limits.max_body_bytes;
     let declared =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());

@@ -80,6 +80,24 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// Bodies are read as they come: a compressed one would be reported as bad JSON, so it is
+    /// refused for what it is.
+    pub fn refuse_encoded(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+        match headers.get(axum::http::header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim()) {
+            None => Ok(()),
+            Some(e) if e.is_empty() || e.eq_ignore_ascii_case("identity") => Ok(()),
+            Some(e) => {
+                let mut err = ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    format!("Content-Encoding {e:?} is not supported; send the body uncompressed"),
+                );
+                err.field = Some("Content-Encoding".into());
+                Err(err)
+            }
+        }
+    }
+
     pub fn too_large(limit: usize) -> Self {
         let mut err = ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -40,6 +40,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     let caller = settings.keys.authenticate(headers).map_err(|e| ("unauthorized", 1, e))?;
     caller.require(Scope::EventsWrite).map_err(|e| ("forbidden", 1, e))?;
 
+    ApiError::refuse_encoded(headers).map_err(|e| ("unsupported_encoding", 1, e))?;
     let limit = settings.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());

@@ -23,6 +23,7 @@ pub async fn post_inbound(
     let Some(hook) = settings.webhooks.get(&name) else {
         return Err(ApiError::not_found(format!("no webhook named {name:?}")));
     };
+    ApiError::refuse_encoded(&headers)?;
     let limit = state.settings.current().max_body_bytes;
     let bytes = to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
     hook.verify(|h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string), &bytes).map_err(|e| {

@@ -156,6 +156,20 @@ async fn every_bad_input_is_refused_precisely_and_nothing_is_lost() {
     let invalid = metric_value(&metrics, "tocsin_events_rejected_total{reason=\"invalid_event\"}").unwrap_or(0.0);
     assert!(invalid >= (cases.len() - 1) as f64, "{metrics}");
 
+    // A compressed body is named for what it is, not called bad JSON.
+    let r = d
+        .http
+        .post(d.url("/api/v1/events"))
+        .bearer_auth(KEY_RW)
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_encoding", "{body}");
+
     // A refused batch counts its events, as the accepted counter does.
     let four = json!({"events": [{"kind": "a"}, {"kind": "a"}, {"kind": "a", "severity": "loud"}, {"kind": "a"}]});
     let (status, _, text) = d.post_raw(Some(KEY_RW), four.to_string()).await;
