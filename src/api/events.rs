@@ -327,7 +327,7 @@ mod tests {
         for body in bodies {
             let bytes = serde_json::to_vec(&body).unwrap();
             let slow = without_ids(parse_body(body.clone(), "k", now));
-            if let Some((fast, is_batch)) = parse_typed(&bytes, "k", now) {
+            if let Some((fast, is_batch, _)) = parse_typed(&bytes, "k", now) {
                 typed += 1;
                 assert_eq!(without_ids(fast), slow, "{body}");
                 assert_eq!(is_batch, body.get("events").is_some(), "{body}");

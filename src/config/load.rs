@@ -747,6 +747,22 @@ mod tests {
     }
 
     #[test]
+    fn listen_takes_the_forms_alertmanager_takes() {
+        for (text, addr) in [
+            ("127.0.0.1:9750", "127.0.0.1:9750"),
+            (":9750", "0.0.0.0:9750"),
+            ("localhost:9750", "127.0.0.1:9750"),
+            ("[::1]:9750", "[::1]:9750"),
+        ] {
+            let c = load_str_with_env(&format!("[server]\nlisten = \"{text}\"\n"), Path::new("t.toml"), &env).unwrap();
+            assert_eq!(c.server.listen.to_string(), addr);
+        }
+        let e = errors("[server]\nlisten = \"example.com:80\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.toml:2:10: server.listen: must be IP:PORT, :PORT or localhost:PORT"), "{e:?}");
+    }
+
+    #[test]
     fn a_message_quoting_part_of_an_interpolated_value_hides_that_part() {
         let e = errors("[store]\nurl = \"${env:DB_URL}\"\n");
         assert_eq!(e.len(), 1, "{e:?}");

@@ -84,7 +84,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    #[serde(default = "default_listen")]
+    #[serde(default = "default_listen", deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// Largest request body accepted; larger ones get 413.
     #[serde(default = "default_max_body")]
@@ -92,6 +92,22 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests and deliveries.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Dur,
+}
+
+/// `IP:PORT`, or as Alertmanager and Prometheus take it: `:PORT` (every interface) and
+/// `localhost:PORT` (loopback).
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim();
+    let (host, port) = text.rsplit_once(':').unwrap_or(("", text));
+    let with_host = match host {
+        "" => format!("0.0.0.0:{port}"),
+        "localhost" => format!("127.0.0.1:{port}"),
+        _ => text.to_string(),
+    };
+    with_host.parse().map_err(|_| {
+        serde::de::Error::custom("must be IP:PORT, :PORT or localhost:PORT (e.g. \"127.0.0.1:9750\", \"[::1]:9750\")")
+    })
 }
 
 impl Default for ServerConfig {

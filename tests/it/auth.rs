@@ -15,6 +15,8 @@ async fn unauthenticated_and_unauthorized_requests_are_refused() {
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
     let (status, body, _) = d.get(None, "/api/v1/events").await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    let r = d.http.get(d.url("/api/v1/events")).send().await.unwrap();
+    assert_eq!(r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer realm=\"tocsin\""));
     let (status, body, _) = d.get(Some("it-key-nobody-has-this"), "/api/v1/events").await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
 
