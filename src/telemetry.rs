@@ -45,10 +45,17 @@ pub fn init(config: &LogConfig) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let _ = match config.format {
+    let installed = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    if installed.is_ok() && config.format == LogFormat::Json {
+        // A collector reading JSON lines would drop the default hook's plain text.
+        std::panic::set_hook(Box::new(|info| {
+            let thread = std::thread::current();
+            tracing::error!(thread = thread.name().unwrap_or("unnamed"), panic = %info, "panicked");
+        }));
+    }
 }
 
 #[cfg(test)]

@@ -149,7 +149,8 @@ pub(super) fn recover(conn: &mut Connection, dir: &JournalDir) -> Result<u64, St
     if !recovered.entries.is_empty() {
         tracing::info!(
             records = recovered.entries.len(),
-            upto = ?recovered.upto,
+            segment = recovered.upto.map(|p| p.segment),
+            offset = recovered.upto.map(|p| p.offset),
             "applying the commit log's records left from the last run"
         );
     }
