@@ -43,7 +43,7 @@ pub async fn run(args: SendArgs) -> ExitCode {
     }
     let (title, text) = split_message(&args.text);
     let text = text.map(|t| {
-        let clamped = clamp_text(t);
+        let clamped = clamp_text(&t);
         if clamped.len() < t.len() {
             eprintln!("note: the text is {} bytes; sending its first {} bytes", t.len(), clamped.len());
         }
@@ -112,13 +112,20 @@ pub async fn run(args: SendArgs) -> ExitCode {
 }
 
 /// The first non-blank line is the title; what follows it, if anything, is the text (so the
-/// title is not shown twice).
-fn split_message(message: &str) -> (String, Option<&str>) {
+/// title is not shown twice). A first line too long for a title is cut with "…" and given
+/// whole at the top of the text, so nothing of it is lost.
+fn split_message(message: &str) -> (String, Option<std::borrow::Cow<'_, str>>) {
     let message = message.trim_start();
     let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
-    let title = first.trim().chars().take(crate::event::MAX_TITLE_LEN).collect();
+    let first = first.trim();
     let rest = rest.trim_start_matches(['\n', '\r']).trim_end();
-    (title, (!rest.is_empty()).then_some(rest))
+    if first.chars().count() <= crate::event::MAX_TITLE_LEN {
+        return (first.to_string(), (!rest.is_empty()).then_some(rest.into()));
+    }
+    let mut title: String = first.chars().take(crate::event::MAX_TITLE_LEN - 1).collect();
+    title.push('…');
+    let text = if rest.is_empty() { first.to_string() } else { format!("{first}\n{rest}") };
+    (title, Some(text.into()))
 }
 
 const TRUNCATION_MARKER: &str = "\n… (truncated)";
@@ -144,9 +151,20 @@ mod tests {
     #[test]
     fn the_first_line_is_the_title_and_is_not_repeated() {
         assert_eq!(split_message("disk full"), ("disk full".to_string(), None));
-        assert_eq!(split_message("es warn line1\nline2 & more\n"), ("es warn line1".to_string(), Some("line2 & more")));
-        assert_eq!(split_message("\n\n  second line only\nthird"), ("second line only".to_string(), Some("third")));
-        assert_eq!(split_message("title\r\n\r\nbody"), ("title".to_string(), Some("body")));
+        assert_eq!(
+            split_message("es warn line1\nline2 & more\n"),
+            ("es warn line1".to_string(), Some("line2 & more".into()))
+        );
+        assert_eq!(
+            split_message("\n\n  second line only\nthird"),
+            ("second line only".to_string(), Some("third".into()))
+        );
+        assert_eq!(split_message("title\r\n\r\nbody"), ("title".to_string(), Some("body".into())));
+        let long = "x".repeat(300);
+        let (title, text) = split_message(&long);
+        assert_eq!(title.chars().count(), crate::event::MAX_TITLE_LEN);
+        assert!(title.ends_with('…'));
+        assert_eq!(text.as_deref(), Some(long.as_str()), "the whole line is in the text");
     }
 
     #[test]
