@@ -204,6 +204,9 @@ fn validate_notifiers(config: &Config) -> Vec<(String, String)> {
                 errors.push((key_path(&key_path("notifiers", name), key), problem.into()));
             }
         }
+        for (key, problem) in notifier.problems() {
+            errors.push((key_path(&key_path("notifiers", name), key), problem.into()));
+        }
         for (key, value) in notifier.keys() {
             if value.trim().is_empty() {
                 let problem = "must not be empty (an empty key signs or authenticates nothing; leave it out instead)";
@@ -246,6 +249,21 @@ fn check_route(errors: &mut Vec<(String, String)>, config: &Config, path: &str, 
         errors.push((key_path(path, "notifier"), format!("no notifier named {:?} ({hint})", route.notifier)));
     }
     check_kind_globs(errors, &key_path(path, "kinds"), &route.kinds);
+    if route.channel.as_ref().is_some_and(|c| c.trim().is_empty()) {
+        errors.push((key_path(path, "channel"), "must not be empty (leave it out for the notifier's own)".into()));
+    }
+    let slack = config.notifiers.get(&route.notifier).is_some_and(|n| n.type_name().starts_with("slack"));
+    for (severity, mention) in &route.mentions {
+        let mention = mention.trim();
+        let at = key_path(&key_path(path, "mentions"), severity.as_str());
+        if mention.is_empty() {
+            errors.push((at, "must not be empty".into()));
+        } else if slack && !(mention.starts_with('<') && mention.ends_with('>')) {
+            let problem = "Slack mentions are written <!here>, <!channel>, <@U0123ABC> or <!subteam^S0123ABC>; \
+                           a bare word is posted as text";
+            errors.push((at, problem.into()));
+        }
+    }
     if route.labels.keys().any(String::is_empty) {
         errors.push((key_path(&key_path(path, "labels"), ""), "label names must not be empty".into()));
     }
@@ -347,6 +365,41 @@ mod tests {
         assert_eq!(path_prefixes("x.\"a.b[\".c"), vec!["x", "x.\"a.b[\""]);
         assert_eq!(key_path("labels", ""), "labels.\"\"");
         assert_eq!(key_path("", "prod-us-1"), "prod-us-1");
+    }
+
+    #[test]
+    fn slack_values_slack_would_ignore_or_print_are_refused() {
+        let text = r#"
+[notifiers.slack]
+type = "slack_webhook"
+url = "https://hooks.slack.com/services/T0/B0/x"
+icon_emoji = "rotating_light"
+icon_url = "notaurl"
+channel = ""
+[notifiers.fine]
+type = "slack_webhook"
+url = "https://hooks.slack.com/services/T0/B0/y"
+icon_emoji = ":rotating_light:"
+icon_url = "https://example.com/i.png"
+[[routes]]
+notifier = "slack"
+channel = " "
+mentions = { error = "here", critical = "<!here>" }
+[[routes]]
+notifier = "fine"
+"#;
+        let c = crate::config::load_str(text, std::path::Path::new("t.toml"));
+        let errors: Vec<String> = c.err().unwrap().0.iter().filter_map(|e| e.key.clone()).collect();
+        assert_eq!(
+            errors,
+            [
+                "notifiers.slack.icon_emoji",
+                "notifiers.slack.icon_url",
+                "notifiers.slack.channel",
+                "routes[0].channel",
+                "routes[0].mentions.error"
+            ]
+        );
     }
 
     #[test]

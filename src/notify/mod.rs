@@ -155,6 +155,14 @@ impl NotifierConfig {
         }
     }
 
+    /// Values of this notifier's own keys that its target would ignore or misread, by key.
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            NotifierConfig::SlackWebhook(c) => c.problems(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The target's own posting limit, so the pipeline never provokes a 429 in steady state.
     /// Slack allows one message per second per webhook (with short bursts, unpublished).
     pub fn default_rate_limit(&self) -> Option<crate::config::RateLimitConfig> {

@@ -42,6 +42,30 @@ pub struct SlackWebhookConfig {
     pub channel: Option<String>,
 }
 
+impl SlackWebhookConfig {
+    /// Values Slack would take silently and then ignore or print as they are.
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if let Some(emoji) = &self.icon_emoji {
+            let name = emoji.strip_prefix(':').and_then(|e| e.strip_suffix(':'));
+            if !name.is_some_and(|n| !n.is_empty() && !n.contains(char::is_whitespace)) {
+                out.push(("icon_emoji", "must be an emoji name between colons, e.g. \":rotating_light:\""));
+            }
+        }
+        if let Some(icon) = &self.icon_url {
+            if !url::Url::parse(icon).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                out.push(("icon_url", "must be an http:// or https:// URL of an image"));
+            }
+        }
+        for (key, value) in [("username", &self.username), ("channel", &self.channel)] {
+            if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                out.push((key, "must not be empty (leave it out for the webhook's own)"));
+            }
+        }
+        out
+    }
+}
+
 pub struct SlackWebhook {
     config: SlackWebhookConfig,
     http: reqwest::Client,
