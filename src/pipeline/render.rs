@@ -287,6 +287,20 @@ mod tests {
     }
 
     #[test]
+    fn fields_keep_the_senders_order() {
+        let renderer = Renderer::new(&TemplatesConfig::default()).unwrap();
+        let route = CompiledRoute::new("routes[0]".into(), &route_config(None)).unwrap();
+        let body = r#"{"kind": "order.placed", "fields": {"zeta": "first", "mid": "second", "alpha": "third"}}"#;
+        let event = parse_event(&serde_json::from_str(body).unwrap(), "", "s", chrono::Utc::now()).unwrap();
+        let msg = renderer.render(&route, &event, route.group_key(&event));
+        let names: Vec<&str> = msg.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["zeta", "mid", "alpha"]);
+        let stored = serde_json::to_string(&event).unwrap();
+        let back: Event = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back.fields.keys().collect::<Vec<_>>(), ["zeta", "mid", "alpha"]);
+    }
+
+    #[test]
     fn config_check_finds_typos_and_unknown_filters() {
         assert_eq!(
             check_template("{{ title }} by {{ user | default('x') }} {% set n = 1 %}{{ n }}{{ range(2) }}"),
