@@ -525,3 +525,12 @@ async fn counting_events_sees_every_accepted_one() {
     }
     store.close().await;
 }
+
+#[test]
+fn the_wal_is_cut_back_when_it_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let conn = crate::store::sqlite_writer::open(path.to_str().unwrap(), false).unwrap();
+    let limit: i64 = conn.query_row("PRAGMA journal_size_limit", [], |r| r.get(0)).unwrap();
+    assert_eq!(limit, WAL_SIZE_LIMIT);
+}
