@@ -13,7 +13,7 @@
 //! writes to SQLite directly with `synchronous = FULL`, as every write did before the log.
 //! Reads use a separate pool of read-only connections, which WAL lets run beside the writer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -60,12 +60,13 @@ pub struct SqliteStore {
 /// Measured at 15,000 req/s: every 500 ms, 9 of 2,807 log fsyncs took over 5 ms (up to 18 ms)
 /// and the requests' p99 was 11–13 ms; every 50 ms, 1 of 5,559 and 7–8 ms.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
-/// What the WAL file is cut back to when it starts over. Under a steady heavy load a passive
-/// checkpoint never quite catches up, so the WAL grows until the load pauses (900 MB in 10 s
-/// of batches); without a limit the file would then keep that size for good. Making it start
-/// over under load (a RESTART checkpoint) was measured to stall the writer: notification p99
-/// went from 2–6 ms to 209 ms.
-pub(super) const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// A WAL file larger than this is truncated once the store is quiet. Under a steady heavy
+/// load a passive checkpoint never quite catches up, so the WAL grows until the load pauses
+/// (900 MB in 10 s of batches), and SQLite then reuses the file at that size for good.
+/// Truncating is not done in the writer's commit (`journal_size_limit`) nor under load (a
+/// RESTART checkpoint): both were measured to stall it for 170–220 ms, held up notifications
+/// that long.
+const WAL_CUT_ABOVE: u64 = 64 * 1024 * 1024;
 /// How often at most while nothing is written.
 const CHECKPOINT_IDLE_EVERY: Duration = Duration::from_millis(800);
 /// How long a text search waits for the full-text index to catch up. Only a large burst
@@ -172,7 +173,8 @@ impl SqliteStore {
             }
             _ => None,
         };
-        let background = vec![tokio::spawn(checkpoint_loop(checkpointer))];
+        let wal = is_file_path(path).then(|| PathBuf::from(format!("{path}-wal")));
+        let background = vec![tokio::spawn(checkpoint_loop(checkpointer, wal))];
         let backlog = journal.as_ref().map(|j| Backlog { journaled: j.journaled_counter(), applied });
         Ok(SqliteStore {
             reader,
@@ -263,7 +265,13 @@ impl Backlog {
     }
 }
 
-async fn checkpoint_loop(pool: SqlitePool) {
+/// Whether a passive checkpoint's answer shows a quiet store with an oversized WAL file: all
+/// of it copied, nothing written since the last look, no reader in the way.
+fn wal_worth_cutting(busy: i64, frames: i64, copied: i64, quiet: bool, wal_bytes: u64) -> bool {
+    busy == 0 && frames == copied && quiet && wal_bytes > WAL_CUT_ABOVE
+}
+
+async fn checkpoint_loop(pool: SqlitePool, wal: Option<PathBuf>) {
     let mut wait = CHECKPOINT_EVERY;
     let mut last_frames = None;
     loop {
@@ -272,7 +280,14 @@ async fn checkpoint_loop(pool: SqlitePool) {
             return;
         }
         match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await {
-            Ok((_busy, frames, _copied)) => {
+            Ok((busy, frames, copied)) => {
+                let wal_bytes = wal.as_ref().and_then(|w| std::fs::metadata(w).ok()).map_or(0, |m| m.len());
+                if wal_worth_cutting(busy, frames, copied, last_frames == Some(frames), wal_bytes) {
+                    match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await {
+                        Ok(_) => tracing::debug!(wal_bytes, "WAL truncated after a busy spell"),
+                        Err(e) => tracing::debug!(error = %e, "WAL truncation skipped"),
+                    }
+                }
                 // A WAL nobody wrote to since the last look needs no checkpoint 20 times a
                 // second (measured idle: 1 % of a core instead of 0.1 %).
                 let quiet = last_frames == Some(frames);

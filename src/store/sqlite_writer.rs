@@ -129,7 +129,6 @@ pub(super) fn open(path: &str, syncs_each_commit: bool) -> Result<Connection, St
     conn.pragma_update(None, "synchronous", if syncs_each_commit { "FULL" } else { "NORMAL" })?;
     // Checkpoints run on their own connection in the background, never inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    conn.pragma_update(None, "journal_size_limit", super::sqlite::WAL_SIZE_LIMIT)?;
     conn.pragma_update(None, "cache_size", -4096)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -527,10 +527,11 @@ async fn counting_events_sees_every_accepted_one() {
 }
 
 #[test]
-fn the_wal_is_cut_back_when_it_starts_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.db");
-    let conn = crate::store::sqlite_writer::open(path.to_str().unwrap(), false).unwrap();
-    let limit: i64 = conn.query_row("PRAGMA journal_size_limit", [], |r| r.get(0)).unwrap();
-    assert_eq!(limit, WAL_SIZE_LIMIT);
+fn an_oversized_wal_is_cut_only_when_quiet_and_all_copied() {
+    let big = WAL_CUT_ABOVE + 1;
+    assert!(wal_worth_cutting(0, 500, 500, true, big));
+    assert!(!wal_worth_cutting(0, 500, 500, true, WAL_CUT_ABOVE), "small enough");
+    assert!(!wal_worth_cutting(0, 500, 500, false, big), "still being written");
+    assert!(!wal_worth_cutting(0, 500, 480, true, big), "not all copied yet");
+    assert!(!wal_worth_cutting(1, 500, 500, true, big), "a reader or writer in the way");
 }
