@@ -574,7 +574,10 @@ impl Cx {
                 // A message about the value itself may quote a part of it (the directory of a
                 // database path, the host of a URL): those parts go too.
                 if is_within(&problem.path, path) {
-                    for part in secret.split(['/', ':', '@', '?', '&', '=', ' ']).filter(|p| p.len() >= 3) {
+                    let parts = secret.split(['/', ':', '@', '?', '&', '=', ' ']);
+                    // A scheme says nothing secret, and "https" is in the messages' own words.
+                    let schemes = ["http", "https", "sqlite", "postgres", "postgresql"];
+                    for part in parts.filter(|p| p.len() >= 3 && !schemes.contains(p)) {
                         message = message.replace(part, "<redacted>");
                     }
                 }
