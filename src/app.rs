@@ -60,6 +60,24 @@ fn api_settings(config: &Config) -> ApiSettings {
     }
 }
 
+/// A destination that is gone becomes a `tocsin.destination_disabled` alert, routed like any
+/// event; its first success afterwards resolves it (if it is firing, even from before a restart).
+fn raise_destination_alarms(delivery: &Delivery, ingest: &Ingest) {
+    let ingest = ingest.clone();
+    delivery.health().on_alarm(move |alarm| {
+        let fingerprint = alarm.fingerprint();
+        if alarm.reason.is_none() && !ingest.lifecycle().alert(&fingerprint).is_some_and(|a| a.is_firing()) {
+            return;
+        }
+        let ingest = ingest.clone();
+        tokio::spawn(async move {
+            if let Err(error) = ingest.submit(vec![alarm.event(chrono::Utc::now())]).await {
+                tracing::error!(%error, fingerprint, "could not record the destination alarm");
+            }
+        });
+    });
+}
+
 /// Builds and starts everything; returns once the HTTP listener is bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
@@ -87,6 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .context("invalid inhibit rules or maintenance windows")?;
     let ingest = Ingest::new(store.clone(), pipeline.clone(), Arc::new(lifecycle), delivery.clone(), metrics.clone());
+    raise_destination_alarms(&delivery, &ingest);
     let settings = Shared::new(api_settings(&config));
     let sources = crate::source::Sources::new(&config, ingest.clone()).context("invalid source configuration")?;
     delivery.resume().await.context("cannot read the outbox")?;

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub delivery_latency: Family<NotifierLabel, Histogram>,
     pub outbox_pending: Gauge,
     pub dead_letters: Gauge,
+    pub destinations_disabled: Gauge,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub config_last_reload_successful: Gauge,
 }
@@ -67,6 +68,12 @@ impl Metrics {
         registry.register("outbox_pending", "Messages waiting to be delivered", outbox_pending.clone());
         let dead_letters = Gauge::default();
         registry.register("dead_letters", "Messages that exhausted their retries", dead_letters.clone());
+        let destinations_disabled = Gauge::default();
+        registry.register(
+            "destinations_disabled",
+            "Destinations that answered they are gone (revoked webhook, archived channel), until a reload",
+            destinations_disabled.clone(),
+        );
         let config_reloads = Family::<ResultLabel, Counter>::default();
         registry.register("config_reloads", "Configuration reloads by result", config_reloads.clone());
         let config_last_reload_successful = Gauge::default();
@@ -84,6 +91,7 @@ impl Metrics {
             delivery_latency,
             outbox_pending,
             dead_letters,
+            destinations_disabled,
             config_reloads,
             config_last_reload_successful,
         })

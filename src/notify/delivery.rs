@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::health::Health;
 use super::{Notifier, NotifyError};
 use crate::config::{DeliveryConfig, RateLimitConfig};
 use crate::message::Message;
@@ -176,6 +177,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    health: Health,
 }
 
 impl Delivery {
@@ -197,8 +199,14 @@ impl Delivery {
                 metrics,
                 shutdown,
                 tracker: TaskTracker::new(),
+                health: Health::default(),
             }),
         }
+    }
+
+    /// Which destinations are gone, and where the operator alert about them goes.
+    pub fn health(&self) -> &Health {
+        &self.inner.health
     }
 
     /// Starts workers for destinations that had undelivered messages before a restart.
@@ -236,6 +244,8 @@ impl Delivery {
         *self.inner.notifiers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(notifiers);
         *self.inner.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
         *self.inner.pacing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pacing);
+        self.inner.health.reset();
+        self.inner.metrics.destinations_disabled.set(0);
     }
 
     /// Waits for workers to finish what they can after shutdown was requested.
@@ -446,6 +456,14 @@ async fn deliver(
     pacer: &mut Pacer<'_>,
 ) -> Outcome {
     let mut attempts = head.attempts;
+    if let Some(reason) = inner.health.disabled(&batch.destination) {
+        let error = format!(
+            "not sent: the destination is disabled since it answered {reason}; fix the notifier, then reload \
+             (SIGHUP) or restart"
+        );
+        finish_dead(inner, head, batch, attempts, &error).await;
+        return Outcome::Done;
+    }
     loop {
         pacer.ready(&inner.shutdown).await;
         let notifier = inner.notifiers.read().unwrap_or_else(|e| e.into_inner()).get(&head.notifier).cloned();
@@ -462,6 +480,7 @@ async fn deliver(
             Ok(()) => {
                 let now = Utc::now();
                 inner.metrics.delivery(&head.notifier, "delivered");
+                inner.health.delivered(&batch.destination, &head.notifier);
                 if let Some(first) = message.events.first() {
                     let latency = (now - first.received_at).to_std().unwrap_or_default();
                     inner
@@ -474,6 +493,10 @@ async fn deliver(
             }
             Err(err) if !err.is_retryable() || attempts >= policy.max_attempts => {
                 finish_dead(inner, head, batch, attempts, &err.to_string()).await;
+                if err.is_gone() {
+                    inner.health.gone(&batch.destination, &head.notifier, &err.to_string());
+                    inner.metrics.destinations_disabled.set(inner.health.disabled_count() as i64);
+                }
                 return Outcome::Done;
             }
             Err(err) => {

@@ -7,6 +7,7 @@ pub mod console;
 pub mod delivery;
 pub mod discord;
 pub mod email;
+pub mod health;
 pub(crate) mod http;
 pub mod mattermost;
 pub mod pagerduty;
@@ -35,9 +36,13 @@ pub enum NotifyError {
         /// The target asked us to wait this long (429 Retry-After).
         retry_after: Option<Duration>,
     },
-    /// Retrying the same request cannot succeed (bad payload, revoked webhook, archived channel).
+    /// Retrying the same request cannot succeed (a payload the target refuses).
     #[error("{message}")]
     Permanent { message: String },
+    /// The destination itself is gone (revoked webhook, archived channel, refused token):
+    /// every later message would fail the same way until the notifier is fixed.
+    #[error("{message}")]
+    Gone { message: String },
 }
 
 impl NotifyError {
@@ -49,6 +54,14 @@ impl NotifyError {
         NotifyError::Permanent { message: message.into() }
     }
 
+    pub fn gone(message: impl Into<String>) -> Self {
+        NotifyError::Gone { message: message.into() }
+    }
+
+    pub fn is_gone(&self) -> bool {
+        matches!(self, NotifyError::Gone { .. })
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(self, NotifyError::Retryable { .. })
     }
@@ -56,7 +69,7 @@ impl NotifyError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             NotifyError::Retryable { retry_after, .. } => *retry_after,
-            NotifyError::Permanent { .. } => None,
+            NotifyError::Permanent { .. } | NotifyError::Gone { .. } => None,
         }
     }
 }

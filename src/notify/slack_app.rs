@@ -214,6 +214,21 @@ fn describe(method: &str, error: &str, channel: &str, answer: Option<&Value>) ->
     text
 }
 
+/// Answers that mean the destination (the channel, or the token for every channel) is dead
+/// until someone fixes it (`slack.md`, section 6).
+const GONE: &[&str] = &[
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "channel_is_archived",
+    "is_inactive",
+    "invalid_auth",
+    "not_authed",
+    "token_revoked",
+    "token_expired",
+    "account_inactive",
+];
+
 /// An `ok:false` answer as a [`NotifyError`]: retryable only for Slack's transient errors.
 pub(crate) fn classify_error(
     method: &str,
@@ -226,6 +241,8 @@ pub(crate) fn classify_error(
     if RETRYABLE.contains(&error) {
         let retry_after = matches!(error, "ratelimited" | "rate_limited").then_some(Duration::from_secs(1));
         NotifyError::Retryable { message, retry_after }
+    } else if GONE.contains(&error) {
+        NotifyError::gone(message)
     } else {
         NotifyError::permanent(message)
     }
@@ -414,6 +431,13 @@ mod tests {
             "something_new",
         ] {
             assert!(!classify_error("chat.postMessage", e, "#a", None, &secrets).is_retryable(), "{e}");
+        }
+        // The channel or the token is dead until someone fixes it: the destination is gone.
+        for e in ["not_in_channel", "channel_not_found", "invalid_auth", "token_revoked", "is_archived"] {
+            assert!(classify_error("chat.postMessage", e, "#a", None, &secrets).is_gone(), "{e}");
+        }
+        for e in ["missing_scope", "msg_too_long", "invalid_blocks", "something_new", "ratelimited"] {
+            assert!(!classify_error("chat.postMessage", e, "#a", None, &secrets).is_gone(), "{e}");
         }
         let e = classify_error("chat.postMessage", "not_in_channel", "#ops", None, &secrets).to_string();
         assert!(e.contains("not_in_channel") && e.contains("invite the bot"), "{e}");

@@ -106,6 +106,7 @@ impl Notifier for SlackWebhook {
         if let Some(hint) = what_to_do(&detail) {
             message.push_str(": ");
             message.push_str(hint);
+            return Err(NotifyError::gone(message));
         }
         Err(classify_status(status, &headers, message))
     }
@@ -599,6 +600,8 @@ mod tests {
             fake.set_mode("ops", mode);
             let e = notifier.send(&m).await.expect_err("an error");
             assert_eq!(e.is_retryable(), retryable, "{mode:?}: {e}");
+            // A revoked webhook or an archived channel is gone, not just a refused message.
+            assert_eq!(e.is_gone(), !retryable, "{mode:?}: {e}");
             assert!(e.to_string().starts_with(expected), "{mode:?}: {e}");
             assert_eq!(e.retry_after(), None);
         }
@@ -622,13 +625,13 @@ mod tests {
         let e = dead.send(&m).await.expect_err("no such hook");
         assert_eq!(
             e,
-            NotifyError::permanent(
+            NotifyError::gone(
                 "slack answered 404 no_service: the webhook was removed or disabled; create a new one and put its \
                  URL in this notifier's url"
             )
         );
 
-        // Slack's own 400s are permanent too: an empty body is `no_text`.
+        // Slack's own 400s are permanent too, but the destination is fine: an empty body is `no_text`.
         let e = notifier_post_raw(&url, "{}").await;
         assert_eq!(e, NotifyError::permanent("slack answered 400 no_text"));
     }

@@ -265,6 +265,55 @@ async fn permanent_errors_are_dead_lettered_not_retried_forever() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_destination_is_disabled_and_the_operator_is_told_elsewhere() {
+    let slack = FakeSlack::start().await;
+    slack.set_mode("team", Mode::Revoked);
+    let body = format!(
+        "{}{}{}{}{}{}",
+        fast_delivery(3),
+        unpaced(&["team", "ops"]),
+        slack_notifier("team", &slack.hook_url("team")),
+        slack_notifier("ops", &slack.hook_url("ops")),
+        route("team", "kinds = [\"app.*\"]"),
+        route("ops", "kinds = [\"tocsin.*\"]\ngroup_interval = \"1s\""),
+    );
+    let d = Daemon::start(Options::new(body)).await;
+
+    // The first message meets the revoked webhook: dead-lettered, and the operator is told on
+    // another notifier.
+    d.accept(&json!({"kind": "app.signup", "title": "first"})).await;
+    assert!(slack.wait_for("ops", 1, Duration::from_secs(10)).await, "ops was told");
+    let told = &slack.messages("ops")[0];
+    assert!(block_text(told).contains("Notifier team is disabled"), "{told}");
+    assert!(block_text(told).contains("invalid_token"), "{told}");
+    assert_eq!(d.metric("tocsin_destinations_disabled").await, Some(1.0));
+
+    // The next one is not sent to a door that is gone, and says why it is dead.
+    d.accept(&json!({"kind": "app.signup", "title": "second"})).await;
+    let (_, dead) = d.dead_letters_until(KEY_RW, 2, Duration::from_secs(10)).await;
+    assert_eq!(slack.request_count("team"), 1, "one knock on the revoked webhook");
+    let second = dead.iter().find(|e| e["message"]["title"] == "second").expect("second is dead-lettered");
+    assert!(second["last_error"].as_str().is_some_and(|e| e.contains("disabled")), "{second}");
+    assert_eq!(slack.messages("ops").len(), 1, "one alarm, not one per message");
+
+    // Fixed and reloaded: it delivers again, and the alarm resolves.
+    slack.set_mode("team", Mode::Normal);
+    d.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            d.metric("tocsin_config_reloads_total{result=\"success\"}").await == Some(1.0)
+        })
+        .await
+    );
+    assert_eq!(d.metric("tocsin_destinations_disabled").await, Some(0.0));
+    d.accept(&json!({"kind": "app.signup", "title": "third"})).await;
+    assert!(slack.wait_for("team", 1, Duration::from_secs(10)).await, "team delivers again");
+    assert!(slack.wait_for("ops", 2, Duration::from_secs(10)).await, "the alarm resolves");
+    let resolved = &slack.messages("ops")[1];
+    assert!(block_text(resolved).contains("Notifier team delivers again"), "{resolved}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_batches_all_arrive_once_in_order_per_request() {
     let slack = FakeSlack::start().await;
     // Pacing off: 300 messages at 1/s would be folded into summaries that list 50 items, and
