@@ -234,6 +234,9 @@ fn is_within(path: &str, ancestor: &str) -> bool {
 /// Bounds the remove-and-retry loop for one element; each round removes one key.
 const MAX_ROUNDS: usize = 64;
 
+/// Array sections whose elements are told apart by `name`.
+const UNIQUE_NAMES: &[&str] = &["api_keys", "checks", "heartbeats", "webhooks", "rate_rules"];
+
 #[derive(Default)]
 struct Cx {
     spans: HashMap<String, Spans>,
@@ -403,17 +406,35 @@ impl Cx {
         match root.remove(key) {
             None => {}
             Some(toml::Value::Array(items)) => {
+                let names: Vec<Option<String>> =
+                    items.iter().map(|item| item.get("name").and_then(|n| n.as_str()).map(str::to_string)).collect();
                 for (i, item) in items.into_iter().enumerate() {
                     if let Some(t) = self.element(item, &index_path(key, i)) {
                         out.push(t);
                         kept.push(i);
                     }
                 }
+                if UNIQUE_NAMES.contains(&key) {
+                    self.duplicate_names(key, &names, &kept);
+                }
             }
             Some(_) => self.report(key.to_string(), At::Value, format!("must be a list of tables, written [[{key}]]")),
         }
         self.kept.insert(key, kept);
         out
+    }
+
+    /// Names given twice where one of the two elements could not be read: the section's own
+    /// validator only sees the elements that were, and would miss the pair.
+    fn duplicate_names(&mut self, key: &str, names: &[Option<String>], kept: &[usize]) {
+        for (i, name) in names.iter().enumerate() {
+            let Some(name) = name else { continue };
+            let Some(first) = names[..i].iter().position(|n| n.as_ref() == Some(name)) else { continue };
+            if !kept.contains(&i) || !kept.contains(&first) {
+                let message = format!("duplicate name {name:?}: {key}[{first}] already has it");
+                self.report(key_path(&index_path(key, i), "name"), At::Value, message);
+            }
+        }
     }
 
     fn map<T: DeserializeOwned>(&mut self, root: &mut toml::Table, key: &'static str) -> BTreeMap<String, T> {
@@ -747,6 +768,17 @@ mod tests {
             assert!(!m.contains("topsecret"), "{m}");
         }
         assert!(e[0].starts_with("t.toml:2:10: server.listen"), "{e:?}");
+    }
+
+    #[test]
+    fn a_bad_element_does_not_hide_a_name_given_twice() {
+        let e = errors(
+            "[[api_keys]]\nname = \"writer\"\nkey = \"k1\"\nscopes = [\"events:write\"]\n\
+             [[api_keys]]\nname = \"writer\"\nkey = \"k2\"\nscopes = [\"events:wat\"]\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0], "t.toml:6:8: api_keys[1].name: duplicate name \"writer\": api_keys[0] already has it");
+        assert!(e[1].starts_with("t.toml:8:11: api_keys[1].scopes[0]: unknown variant `events:wat`"), "{e:?}");
     }
 
     #[test]
