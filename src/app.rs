@@ -154,7 +154,7 @@ async fn run(
     let mut checks_token = shutdown.child_token();
     let mut checks = crate::check::start(&config, parts.ingest.clone(), checks_token.clone());
     let retention = Shared::new(Retention::of(&config));
-    let pruner = tokio::spawn(prune_loop(parts.store.clone(), retention.clone(), shutdown.clone()));
+    let mut pruner = tokio::spawn(prune_loop(parts.store.clone(), retention.clone(), shutdown.clone()));
     let ticker = tokio::spawn(tick_loop(parts.ingest.clone(), shutdown.clone()));
 
     let running = RestartOnly::of(&config);
@@ -205,7 +205,12 @@ async fn run(
         tracing::warn!("deliveries still pending after the grace period; they stay in the outbox for the next start");
     }
     step("delivery");
-    pruner.abort();
+    // Aborted half-way, a prune could leave a statement holding SQLite's write lock in the
+    // pool, and the store then waited out its busy timeouts (20 s) to close: it stops at its
+    // next pause instead, within the grace period.
+    if tokio::time::timeout_at(deadline, &mut pruner).await.is_err() {
+        pruner.abort();
+    }
     parts.store.close().await;
     step("store");
     tracing::info!(elapsed_ms = stopping.elapsed().as_millis() as u64, "stopped");
