@@ -416,8 +416,10 @@ impl Lifecycle {
         let mut alerts = Vec::new();
         for (d, mut event) in due {
             let Some(alert) = state.alerts.get(&d.fingerprint).cloned() else { continue };
+            // The loaded event is ours: shape it as the alert stands without another copy.
             event.status = Some(alert.status);
-            let event = as_alert(&event, &alert);
+            event.severity = alert.severity;
+            event.labels = alert.labels.to_map();
             let mut out = state.deliveries(pipeline, &event, d.notice, now);
             if let Some(only) = &d.destinations {
                 out.retain(|x| only.contains(&x.destination));

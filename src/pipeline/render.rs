@@ -3,8 +3,9 @@
 //! Templates see the event's fields at the top level (`kind`, `title`, `text`, `user`,
 //! `labels`, `fields`, `severity`, `source`, `timestamp`) and the whole event as `event`.
 //! A value the event does not have (`{{ user }}` of an anonymous event, `{{ labels.env }}`
-//! without that label) is undefined: it renders as nothing and takes `default(…)`. A template that fails at render time falls back to the next one in the
-//! precedence (route, type, global, built-in), so a typo in a template never loses an event.
+//! without that label) is undefined: it renders as nothing and takes `default(…)`. A
+//! template that fails at render time falls back to the next one in the precedence (route,
+//! type, global, built-in), so a typo in a template never loses an event.
 
 use minijinja::{Environment, UndefinedBehavior};
 
